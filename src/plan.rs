@@ -1,0 +1,491 @@
+//! Planning: a Flight descriptor becomes endpoints with signed tickets (one per chunk that overlaps the
+//! requested range), and a verified ticket becomes a [`ScanSpec`] — but only for a relation that
+//! discovery still exposes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::datatypes::{Schema, SchemaRef};
+use arrow_flight::{flight_descriptor::DescriptorType, FlightDescriptor};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::catalog::{Chunk, QualifiedName, Snapshot, Table, TableKind, TimeDimension};
+use crate::error::Error;
+use crate::pgarrow::{plan_column, ColumnPlan};
+use crate::scan::{ScanSpec, TimeFilter};
+use crate::ticket::{TicketBody, TicketSigner, TimeBounds};
+
+/// What a client asked for: a table, optionally some columns and a time window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableRequest {
+    /// The table.
+    pub table: QualifiedName,
+    /// Columns in the order wanted; `None` means all.
+    pub columns: Option<Vec<String>>,
+    /// Inclusive start of the window on the time dimension.
+    pub start: Option<BoundValue>,
+    /// Exclusive end.
+    pub end: Option<BoundValue>,
+}
+
+/// A window bound as the client wrote it: RFC 3339 text for time dimensions, an integer otherwise.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum BoundValue {
+    /// An integer, for integer dimensions.
+    Integer(i64),
+    /// RFC 3339 text, for time dimensions.
+    Time(String),
+}
+
+/// The JSON of a `CMD` descriptor.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Command {
+    table: TableName,
+    columns: Option<Vec<String>>,
+    start: Option<BoundValue>,
+    end: Option<BoundValue>,
+    #[serde(default)]
+    consistent_snapshot: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum TableName {
+    Dotted(String),
+    Parts([String; 2]),
+}
+
+impl TableRequest {
+    /// Parses a `PATH [schema, table]` or `CMD` (JSON) descriptor.
+    pub fn from_descriptor(d: &FlightDescriptor) -> Result<TableRequest, Error> {
+        match DescriptorType::try_from(d.r#type) {
+            Ok(DescriptorType::Path) => match d.path.as_slice() {
+                [schema, table] => Ok(TableRequest {
+                    table: QualifiedName::new(schema, table),
+                    columns: None,
+                    start: None,
+                    end: None,
+                }),
+                _ => Err(Error::InvalidRequest(format!(
+                    "a PATH descriptor is [schema, table]; got {} element(s)",
+                    d.path.len()
+                ))),
+            },
+            Ok(DescriptorType::Cmd) => Self::from_command(&d.cmd),
+            _ => Err(Error::InvalidRequest(
+                "descriptor type must be PATH or CMD".into(),
+            )),
+        }
+    }
+
+    fn from_command(cmd: &[u8]) -> Result<TableRequest, Error> {
+        let c: Command = serde_json::from_slice(cmd)
+            .map_err(|e| Error::InvalidRequest(format!("invalid CMD descriptor: {e}")))?;
+        if c.consistent_snapshot {
+            return Err(Error::InvalidRequest(
+                "consistent_snapshot is not supported by this server yet".into(),
+            ));
+        }
+        let table = match c.table {
+            TableName::Parts([schema, name]) => QualifiedName::new(schema, name),
+            TableName::Dotted(s) => match s.split_once('.') {
+                Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
+                    QualifiedName::new(schema, name)
+                }
+                _ => {
+                    return Err(Error::InvalidRequest(format!(
+                        "table {s:?} must be \"schema.table\" or [\"schema\", \"table\"]"
+                    )))
+                }
+            },
+        };
+        if matches!(&c.columns, Some(cols) if cols.is_empty()) {
+            return Err(Error::InvalidRequest("columns must not be empty".into()));
+        }
+        Ok(TableRequest {
+            table,
+            columns: c.columns,
+            start: c.start,
+            end: c.end,
+        })
+    }
+}
+
+/// One planned endpoint.
+#[derive(Debug, Clone)]
+pub struct EndpointPlan {
+    /// Signed ticket.
+    pub ticket: Bytes,
+    /// JSON for the endpoint's `app_metadata`.
+    pub metadata: Value,
+}
+
+/// The result of planning one request.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Schema of every endpoint's batches.
+    pub schema: SchemaRef,
+    /// Endpoints in range order.
+    pub endpoints: Vec<EndpointPlan>,
+    /// Row estimate, -1 if unknown.
+    pub total_records: i64,
+    /// Byte estimate, -1 if unknown.
+    pub total_bytes: i64,
+    /// When the tickets expire, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+}
+
+/// Turns requests into plans and tickets into scans.
+#[derive(Debug, Clone)]
+pub struct Planner {
+    /// Signs and verifies tickets.
+    pub signer: TicketSigner,
+    /// Lifetime of issued tickets.
+    pub ticket_ttl: Duration,
+    /// Rows per batch, at most.
+    pub batch_rows: usize,
+    /// Database-side limit on one scan.
+    pub statement_timeout: Duration,
+}
+
+impl Planner {
+    /// The exposed table named by the request.
+    pub fn table<'a>(
+        &self,
+        snapshot: &'a Snapshot,
+        name: &QualifiedName,
+    ) -> Result<&'a Arc<Table>, Error> {
+        snapshot
+            .table(name)
+            .ok_or_else(|| Error::UnknownTable(name.to_string()))
+    }
+
+    /// Output columns of a request, in order.
+    pub fn columns(
+        &self,
+        table: &Table,
+        wanted: Option<&[String]>,
+    ) -> Result<Vec<ColumnPlan>, Error> {
+        let plans = match wanted {
+            None => table
+                .columns
+                .iter()
+                .map(|c| plan_column(&c.name, &c.pg_type))
+                .collect(),
+            Some(names) => {
+                let mut plans = Vec::with_capacity(names.len());
+                for (i, name) in names.iter().enumerate() {
+                    if names[..i].contains(name) {
+                        return Err(Error::InvalidRequest(format!(
+                            "column {name:?} requested twice"
+                        )));
+                    }
+                    let col = table
+                        .columns
+                        .iter()
+                        .find(|c| &c.name == name)
+                        .ok_or_else(|| {
+                            Error::InvalidRequest(format!(
+                                "unknown column {name:?} in table {}",
+                                table.name
+                            ))
+                        })?;
+                    plans.push(plan_column(&col.name, &col.pg_type));
+                }
+                plans
+            }
+        };
+        Ok(plans)
+    }
+
+    /// Plans `req` against `snapshot`: schema, endpoints and estimates.
+    pub fn plan(
+        &self,
+        snapshot: &Snapshot,
+        req: &TableRequest,
+        now_ms: i64,
+    ) -> Result<Plan, Error> {
+        let table = self.table(snapshot, &req.table)?;
+        let columns = self.columns(table, req.columns.as_deref())?;
+        let schema = schema_of(&columns);
+        let expires_at_ms = now_ms.saturating_add(self.ticket_ttl.as_millis() as i64);
+        let body = TicketBody {
+            table_schema: table.name.schema.clone(),
+            table_name: table.name.name.clone(),
+            columns: req.columns.clone().unwrap_or_default(),
+            expires_at_ms,
+            ..TicketBody::current()
+        };
+        let mut endpoints = Vec::new();
+        let (mut total_records, mut total_bytes) = (0i64, 0i64);
+        match &table.kind {
+            TableKind::Hypertable { dimension, chunks } => {
+                let (start, end) = window(dimension, req)?;
+                for chunk in chunks
+                    .iter()
+                    .filter(|c| c.range_start < end.unwrap_or(i64::MAX))
+                    .filter(|c| c.range_end > start.unwrap_or(i64::MIN))
+                {
+                    let inside = start.is_none_or(|s| chunk.range_start >= s)
+                        && end.is_none_or(|e| chunk.range_end <= e);
+                    let body = TicketBody {
+                        scan_schema: chunk.name.schema.clone(),
+                        scan_name: chunk.name.name.clone(),
+                        relfilenode: chunk.relfilenode,
+                        bounds: (!inside).then(|| TimeBounds {
+                            column: dimension.column.clone(),
+                            start,
+                            end,
+                        }),
+                        ..body.clone()
+                    };
+                    total_records = add_estimate(total_records, chunk.estimated_rows);
+                    total_bytes = add_estimate(total_bytes, chunk.size_bytes);
+                    endpoints.push(EndpointPlan {
+                        ticket: self.signer.sign(&body),
+                        metadata: chunk_metadata(dimension, chunk),
+                    });
+                }
+            }
+            TableKind::Plain { .. } => {
+                if req.start.is_some() || req.end.is_some() {
+                    return Err(Error::InvalidRequest(format!(
+                        "{} is not a hypertable: start/end need a time dimension",
+                        table.name
+                    )));
+                }
+                let body = TicketBody {
+                    scan_schema: table.name.schema.clone(),
+                    scan_name: table.name.name.clone(),
+                    relfilenode: table.relfilenode,
+                    ..body
+                };
+                total_records = table.estimated_rows;
+                total_bytes = table.size_bytes;
+                endpoints.push(EndpointPlan {
+                    ticket: self.signer.sign(&body),
+                    metadata: json!({
+                        "chunk": null, "chunk_id": null, "range_start": null, "range_end": null,
+                        "size_bytes": table.size_bytes, "estimated_rows": table.estimated_rows,
+                        "is_compressed": false,
+                    }),
+                });
+            }
+        }
+        Ok(Plan {
+            schema,
+            endpoints,
+            total_records,
+            total_bytes,
+            expires_at_ms,
+        })
+    }
+
+    /// The scan a verified ticket asks for, checked against what discovery exposes now.
+    pub fn resolve(&self, snapshot: &Snapshot, body: &TicketBody) -> Result<ScanSpec, Error> {
+        let name = QualifiedName::new(&body.table_schema, &body.table_name);
+        let table = self.table(snapshot, &name)?;
+        let scanned = QualifiedName::new(&body.scan_schema, &body.scan_name);
+        let (only, with_tid, dimension) = match &table.kind {
+            TableKind::Hypertable { dimension, chunks } => {
+                let chunk = chunks
+                    .iter()
+                    .find(|c| c.name == scanned)
+                    .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
+                // A compressed chunk's heap is not where its rows live: no ctid positions.
+                (false, !chunk.is_compressed, Some(dimension))
+            }
+            TableKind::Plain { .. } if scanned == table.name => (true, true, None),
+            TableKind::Plain { .. } => {
+                return Err(Error::InvalidRequest(format!(
+                    "ticket names relation {scanned}, which is not part of {}",
+                    table.name
+                )))
+            }
+        };
+        let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
+        let columns = self
+            .columns(table, wanted)
+            .map_err(|_| Error::Rewritten(format!("{} (its columns changed)", table.name)))?;
+        let filter = match (&body.bounds, dimension) {
+            (Some(b), Some(d)) if b.column == d.column => Some(TimeFilter {
+                dimension: d.clone(),
+                start: b.start,
+                end: b.end,
+            }),
+            (None, _) => None,
+            _ => {
+                return Err(Error::Rewritten(format!(
+                    "{} (its time dimension changed)",
+                    table.name
+                )))
+            }
+        };
+        Ok(ScanSpec {
+            relation: scanned,
+            only,
+            with_tid,
+            columns,
+            filter,
+            resume_after: body.resume_after.as_ref().map(|t| crate::pgarrow::Tid {
+                block: t.block,
+                offset: t.offset as u16,
+            }),
+            relfilenode: body.relfilenode,
+            batch_rows: self.batch_rows,
+            statement_timeout: self.statement_timeout,
+        })
+    }
+}
+
+/// The Arrow schema of a list of column plans.
+pub fn schema_of(columns: &[ColumnPlan]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
+    ))
+}
+
+fn add_estimate(total: i64, part: i64) -> i64 {
+    if total < 0 || part < 0 {
+        -1
+    } else {
+        total.saturating_add(part)
+    }
+}
+
+fn chunk_metadata(dimension: &TimeDimension, chunk: &Chunk) -> Value {
+    json!({
+        "chunk": chunk.name.to_string(),
+        "chunk_id": chunk.id,
+        "range_start": dimension.bound_json(chunk.range_start),
+        "range_end": dimension.bound_json(chunk.range_end),
+        "size_bytes": chunk.size_bytes,
+        "estimated_rows": chunk.estimated_rows,
+        "is_compressed": chunk.is_compressed,
+    })
+}
+
+/// The request's window in the dimension's internal units.
+fn window(dim: &TimeDimension, req: &TableRequest) -> Result<(Option<i64>, Option<i64>), Error> {
+    let convert = |key: &str, b: &Option<BoundValue>| -> Result<Option<i64>, Error> {
+        match (b, dim.is_integer()) {
+            (None, _) => Ok(None),
+            (Some(BoundValue::Integer(v)), true) => Ok(Some(*v)),
+            (Some(BoundValue::Time(s)), false) => chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| Some(t.timestamp_micros()))
+                .map_err(|e| {
+                    Error::InvalidRequest(format!(
+                        "{key}: {s:?} is not an RFC 3339 timestamp ({e})"
+                    ))
+                }),
+            (Some(_), true) => Err(Error::InvalidRequest(format!(
+                "{key}: time dimension {:?} is an integer column; give an integer",
+                dim.column
+            ))),
+            (Some(_), false) => Err(Error::InvalidRequest(format!(
+                "{key}: time dimension {:?} takes an RFC 3339 timestamp string",
+                dim.column
+            ))),
+        }
+    };
+    let (start, end) = (convert("start", &req.start)?, convert("end", &req.end)?);
+    if let (Some(s), Some(e)) = (start, end) {
+        if s >= e {
+            return Err(Error::InvalidRequest("start must be before end".into()));
+        }
+    }
+    Ok((start, end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(json: &str) -> Result<TableRequest, Error> {
+        TableRequest::from_descriptor(&FlightDescriptor::new_cmd(json.as_bytes().to_vec()))
+    }
+
+    #[test]
+    fn path_and_cmd_descriptors() {
+        let r = TableRequest::from_descriptor(&FlightDescriptor::new_path(vec![
+            "public".into(),
+            "metrics".into(),
+        ]))
+        .unwrap();
+        assert_eq!(r.table, QualifiedName::new("public", "metrics"));
+        let r = cmd(r#"{"table": ["My Schema", "My \"Table\""], "columns": ["time"], "start": "2026-10-03T00:00:00Z"}"#)
+            .unwrap();
+        assert_eq!(r.table, QualifiedName::new("My Schema", "My \"Table\""));
+        assert_eq!(r.columns, Some(vec!["time".to_string()]));
+        assert_eq!(
+            r.start,
+            Some(BoundValue::Time("2026-10-03T00:00:00Z".into()))
+        );
+        assert_eq!(
+            cmd(r#"{"table": "public.m", "end": 10}"#).unwrap().end,
+            Some(BoundValue::Integer(10))
+        );
+    }
+
+    #[test]
+    fn bad_descriptors_are_invalid_requests() {
+        for bad in [
+            r#"{"table": "public.m", "colums": []}"#,
+            r#"{"table": "nodot"}"#,
+            r#"{"table": "public.m", "columns": []}"#,
+            r#"{"table": ["a"]}"#,
+            r#"not json"#,
+            r#"{"table": "public.m", "consistent_snapshot": true}"#,
+        ] {
+            assert!(matches!(cmd(bad), Err(Error::InvalidRequest(_))), "{bad}");
+        }
+        let d = FlightDescriptor::new_path(vec!["only-one".into()]);
+        assert!(matches!(
+            TableRequest::from_descriptor(&d),
+            Err(Error::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn windows_follow_the_dimension_type() {
+        let time = TimeDimension {
+            column: "time".into(),
+            type_oid: 1184,
+        };
+        let int = TimeDimension {
+            column: "t".into(),
+            type_oid: 20,
+        };
+        let req = |s: Option<BoundValue>, e: Option<BoundValue>| TableRequest {
+            table: QualifiedName::new("a", "b"),
+            columns: None,
+            start: s,
+            end: e,
+        };
+        let t = |s: &str| Some(BoundValue::Time(s.into()));
+        assert_eq!(
+            window(&time, &req(t("1970-01-01T00:00:01Z"), None)).unwrap(),
+            (Some(1_000_000), None)
+        );
+        assert!(window(&time, &req(t("yesterday"), None)).is_err());
+        assert!(window(&time, &req(Some(BoundValue::Integer(1)), None)).is_err());
+        assert!(window(&int, &req(t("1970-01-01T00:00:01Z"), None)).is_err());
+        assert_eq!(
+            window(
+                &int,
+                &req(Some(BoundValue::Integer(5)), Some(BoundValue::Integer(9)))
+            )
+            .unwrap(),
+            (Some(5), Some(9))
+        );
+        assert!(window(
+            &int,
+            &req(Some(BoundValue::Integer(9)), Some(BoundValue::Integer(9)))
+        )
+        .is_err());
+    }
+}

@@ -1,0 +1,293 @@
+//! One endpoint's read: `COPY (SELECT …) TO STDOUT (FORMAT binary)` of one relation, decoded into
+//! record batches and sent down a bounded channel, so a slow client slows the scan instead of filling
+//! memory.
+//!
+//! Rows come in physical (ctid) order: the session turns off synchronized seq scans and parallel
+//! workers, so a seq scan starts at block 0, and a resumed scan is a TID range scan after the last
+//! delivered row. The relation is locked (ACCESS SHARE) before its relfilenode is checked, so it cannot
+//! be rewritten between the check and the read.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+
+use crate::catalog::{quote_ident, QualifiedName, TimeDimension};
+use crate::error::{DbError, Error};
+use crate::pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, DecodedBatch, Tid};
+
+/// Decoded bytes after which a batch is cut even if it has fewer than `batch_rows` rows, so wide rows
+/// cannot make one batch (and one gRPC message) arbitrarily large.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Batches buffered between the scan and the gRPC stream, per stream.
+const CHANNEL_BATCHES: usize = 2;
+
+/// Filter on the time dimension, in TimescaleDB's internal units; start inclusive, end exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeFilter {
+    /// The dimension filtered on.
+    pub dimension: TimeDimension,
+    /// Inclusive lower bound.
+    pub start: Option<i64>,
+    /// Exclusive upper bound.
+    pub end: Option<i64>,
+}
+
+/// Everything needed to read one endpoint.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    /// The relation read: a chunk or a plain table.
+    pub relation: QualifiedName,
+    /// `FROM ONLY`: a plain table's inheritance children are not part of it.
+    pub only: bool,
+    /// Track ctids for resume tickets (false where ctids are meaningless, e.g. compressed chunks).
+    pub with_tid: bool,
+    /// Output columns.
+    pub columns: Vec<ColumnPlan>,
+    /// Row filter on the time dimension.
+    pub filter: Option<TimeFilter>,
+    /// Rows up to and including this position were already delivered.
+    pub resume_after: Option<Tid>,
+    /// relfilenode the ticket was issued for; the scan refuses to read another.
+    pub relfilenode: u32,
+    /// Rows per batch, at most.
+    pub batch_rows: usize,
+    /// Database-side limit on the COPY.
+    pub statement_timeout: Duration,
+}
+
+impl ScanSpec {
+    /// The COPY statement. Every identifier is quoted and every value is a number or a literal this
+    /// server formatted from a number: COPY takes no bind parameters.
+    pub fn copy_sql(&self) -> String {
+        let mut select: Vec<String> = Vec::with_capacity(self.columns.len() + 1);
+        if self.with_tid {
+            select.push("ctid".into());
+        }
+        for c in &self.columns {
+            let ident = quote_ident(c.field.name());
+            select.push(if c.cast_to_text {
+                format!("{ident}::text")
+            } else {
+                ident
+            });
+        }
+        let mut conditions = Vec::new();
+        if let Some(t) = self.resume_after {
+            conditions.push(format!("ctid > '({},{})'::tid", t.block, t.offset));
+        }
+        if let Some(f) = &self.filter {
+            let col = quote_ident(&f.dimension.column);
+            if let Some(start) = f.start {
+                conditions.push(format!("{col} >= {}", literal(&f.dimension, start)));
+            }
+            if let Some(end) = f.end {
+                conditions.push(format!("{col} < {}", literal(&f.dimension, end)));
+            }
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        format!(
+            "COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT binary)",
+            select.join(", "),
+            if self.only { "ONLY " } else { "" },
+            self.relation.quoted(),
+            where_clause
+        )
+    }
+}
+
+/// A SQL literal for an internal dimension value: the number for integer dimensions, otherwise a
+/// timestamp built from microseconds since the Unix epoch and cast to the column's type.
+fn literal(dim: &TimeDimension, value: i64) -> String {
+    if dim.is_integer() {
+        value.to_string()
+    } else {
+        let ty = match dim.type_oid {
+            1082 => "date",
+            1114 => "timestamp",
+            _ => "timestamptz",
+        };
+        format!("(timestamptz 'epoch' + {value} * interval '1 microsecond')::{ty}")
+    }
+}
+
+/// Starts reading `spec` on a pooled connection; batches (or the error that ended the read) arrive on
+/// the returned channel. The scan waits for `permit` to be granted first. Dropping the receiver cancels
+/// the query on the server and discards the connection.
+pub fn start(
+    pool: Pool,
+    spec: ScanSpec,
+    permit: impl std::future::Future<Output = Option<tokio::sync::OwnedSemaphorePermit>>
+        + Send
+        + 'static,
+) -> mpsc::Receiver<Result<DecodedBatch, Error>> {
+    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+    tokio::spawn(async move {
+        let Some(_permit) = permit.await else {
+            return; // server shutting down
+        };
+        let client = match pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        };
+        let cancel = client.cancel_token();
+        let relation = spec.relation.clone();
+        match run(client, &spec, &tx).await {
+            Ok(()) => {}
+            Err((client, outcome)) => {
+                // The COPY may still be running: stop it and never give this connection back.
+                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                    tracing::debug!(error = %e, "cancel request failed");
+                }
+                drop(Object::take(client));
+                if let Some(e) = outcome {
+                    let e = match e {
+                        Error::Database(DbError::UndefinedTable) => {
+                            Error::ChunkGone(relation.to_string())
+                        }
+                        other => other,
+                    };
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        }
+    });
+    rx
+}
+
+/// Runs the scan. On failure returns the connection (to be discarded) and the error, or `None` when
+/// the receiver went away.
+async fn run(
+    mut client: Object,
+    spec: &ScanSpec,
+    tx: &mpsc::Sender<Result<DecodedBatch, Error>>,
+) -> Result<(), (Object, Option<Error>)> {
+    let result = copy_into(&mut client, spec, tx).await;
+    match result {
+        Ok(true) => Ok(()),
+        Ok(false) => Err((client, None)),
+        Err(e) => Err((client, Some(e))),
+    }
+}
+
+/// Returns whether the receiver took every batch.
+async fn copy_into(
+    client: &mut Object,
+    spec: &ScanSpec,
+    tx: &mpsc::Sender<Result<DecodedBatch, Error>>,
+) -> Result<bool, Error> {
+    let txn = client.build_transaction().read_only(true).start().await?;
+    txn.batch_execute(&format!(
+        "SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
+         SET LOCAL max_parallel_workers_per_gather = 0; LOCK TABLE {}{} IN ACCESS SHARE MODE",
+        spec.statement_timeout.as_millis(),
+        if spec.only { "ONLY " } else { "" },
+        spec.relation.quoted()
+    ))
+    .await?;
+    // Tickets are bound to the relation's storage: after a rewrite their block positions are void.
+    let row = txn
+        .query_one(
+            "SELECT relfilenode FROM pg_catalog.pg_class WHERE oid = $1::text::regclass",
+            &[&spec.relation.quoted()],
+        )
+        .await?;
+    if row.get::<_, u32>(0) != spec.relfilenode {
+        return Err(Error::Rewritten(spec.relation.to_string()));
+    }
+    let limits = BatchLimits {
+        rows: spec.batch_rows,
+        bytes: MAX_BATCH_BYTES,
+    };
+    let mut decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
+    let copy = txn.copy_out(&spec.copy_sql()).await?;
+    futures::pin_mut!(copy);
+    while let Some(data) = copy.next().await {
+        decoder.push(&data?)?;
+        while let Some(batch) = decoder.next_batch() {
+            if tx.send(Ok(batch)).await.is_err() {
+                return Ok(false);
+            }
+        }
+    }
+    if let Some(batch) = decoder.finish()? {
+        if tx.send(Ok(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pgarrow::{plan_column, PgType};
+
+    fn spec() -> ScanSpec {
+        let int8 = PgType {
+            oid: 20,
+            typmod: -1,
+            elem_oid: None,
+            is_enum: false,
+        };
+        let inet = PgType {
+            oid: 869,
+            ..int8.clone()
+        };
+        ScanSpec {
+            relation: QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk"),
+            only: false,
+            with_tid: true,
+            columns: vec![plan_column("read\"ing", &int8), plan_column("addr", &inet)],
+            filter: Some(TimeFilter {
+                dimension: TimeDimension {
+                    column: "time".into(),
+                    type_oid: 1184,
+                },
+                start: Some(1_000_000),
+                end: None,
+            }),
+            resume_after: Some(Tid {
+                block: 3,
+                offset: 17,
+            }),
+            relfilenode: 1,
+            batch_rows: 10,
+            statement_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn copy_sql_quotes_casts_and_bounds() {
+        assert_eq!(
+            spec().copy_sql(),
+            "COPY (SELECT ctid, \"read\"\"ing\", \"addr\"::text FROM \
+             \"_timescaledb_internal\".\"_hyper_1_2_chunk\" WHERE ctid > '(3,17)'::tid AND \
+             \"time\" >= (timestamptz 'epoch' + 1000000 * interval '1 microsecond')::timestamptz) \
+             TO STDOUT (FORMAT binary)"
+        );
+    }
+
+    #[test]
+    fn plain_table_reads_only_itself() {
+        let s = ScanSpec {
+            only: true,
+            with_tid: false,
+            filter: None,
+            resume_after: None,
+            ..spec()
+        };
+        assert!(s.copy_sql().contains("FROM ONLY \"_timescaledb_internal\""));
+        assert!(!s.copy_sql().contains("ctid"));
+    }
+}

@@ -1,0 +1,274 @@
+//! `impl FlightService`: ListFlights, GetFlightInfo, GetSchema, DoGet, DoAction. Each call delegates to
+//! the catalog, the planner, the scan and the stream encoder; errors map to gRPC status in one place
+//! (`From<Error> for Status`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use deadpool_postgres::Pool;
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::Catalog;
+use crate::error::{DbError, Error};
+use crate::plan::{schema_of, Planner, TableRequest};
+use crate::scan;
+use crate::stream::flight_data;
+use crate::ticket::Tid;
+
+/// The actions DoAction understands, with their descriptions.
+pub const ACTIONS: [(&str, &str); 3] = [
+    (
+        "refresh",
+        "Drop the discovery cache and discover again; returns the table count.",
+    ),
+    (
+        "health",
+        "Check the database connection; returns status and TimescaleDB version.",
+    ),
+    ("stats", "Server figures as JSON."),
+];
+
+/// The Flight service.
+pub struct Service {
+    catalog: Arc<Catalog>,
+    planner: Planner,
+    pool: Pool,
+    scans: Arc<Semaphore>,
+    max_scans: usize,
+}
+
+impl Service {
+    /// A service over `catalog` and `pool`, running at most `max_scans` chunk scans at once.
+    pub fn new(catalog: Arc<Catalog>, planner: Planner, pool: Pool, max_scans: usize) -> Self {
+        Service {
+            catalog,
+            planner,
+            pool,
+            scans: Arc::new(Semaphore::new(max_scans)),
+            max_scans,
+        }
+    }
+
+    /// Stops new scans from starting (shutdown): waiting DoGets end instead of starting.
+    pub fn close(&self) {
+        self.scans.close();
+    }
+
+    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
+        let request = TableRequest::from_descriptor(&descriptor)?;
+        let snapshot = self.catalog.snapshot().await?;
+        let plan = self.planner.plan(&snapshot, &request, now_ms())?;
+        let expiry = prost_types::Timestamp {
+            seconds: plan.expires_at_ms.div_euclid(1000),
+            nanos: (plan.expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
+        };
+        let endpoints = plan.endpoints.into_iter().map(|e| {
+            FlightEndpoint::new()
+                .with_ticket(Ticket::new(e.ticket))
+                .with_expiration_time(expiry)
+                .with_app_metadata(e.metadata.to_string())
+        });
+        Ok(FlightInfo::new()
+            .try_with_schema(&plan.schema)?
+            .with_descriptor(descriptor)
+            .with_endpoints(endpoints.collect())
+            .with_total_records(plan.total_records)
+            .with_total_bytes(plan.total_bytes))
+    }
+
+    async fn list(&self) -> Result<Vec<FlightInfo>, Error> {
+        let snapshot = self.catalog.snapshot().await?;
+        snapshot
+            .tables()
+            .map(|t| {
+                let schema = schema_of(&self.planner.columns(t, None)?);
+                let descriptor =
+                    FlightDescriptor::new_path(vec![t.name.schema.clone(), t.name.name.clone()]);
+                Ok(FlightInfo::new()
+                    .try_with_schema(&schema)?
+                    .with_descriptor(descriptor)
+                    .with_total_records(t.estimated_rows)
+                    .with_total_bytes(t.size_bytes))
+            })
+            .collect()
+    }
+
+    async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
+        match action.r#type.as_str() {
+            "refresh" => {
+                self.catalog.invalidate();
+                let snapshot = self.catalog.snapshot().await?;
+                Ok(json!({ "tables": snapshot.tables().count() }))
+            }
+            "health" => {
+                let client = self.pool.get().await.map_err(DbError::from)?;
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(DbError::from)?;
+                let snapshot = self.catalog.snapshot().await?;
+                Ok(json!({ "status": "ok", "timescaledb": snapshot.timescaledb_version }))
+            }
+            "stats" => {
+                let cache = self.catalog.cache_stats();
+                Ok(json!({
+                    "active_scans": self.max_scans - self.scans.available_permits(),
+                    "max_concurrent_chunks": self.max_scans,
+                    "discovery_cache_hits": cache.hits,
+                    "discovery_cache_misses": cache.misses,
+                }))
+            }
+            other => Err(Error::InvalidRequest(format!(
+                "unknown action {other:?}; known: refresh, health, stats"
+            ))),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn once<T: Send + 'static>(item: T) -> Boxed<T> {
+    Box::pin(stream::once(async move { Ok(item) }))
+}
+
+#[tonic::async_trait]
+impl FlightService for Service {
+    type HandshakeStream = Boxed<HandshakeResponse>;
+    type ListFlightsStream = Boxed<FlightInfo>;
+    type DoGetStream = Boxed<FlightData>;
+    type DoPutStream = Boxed<PutResult>;
+    type DoExchangeStream = Boxed<FlightData>;
+    type DoActionStream = Boxed<arrow_flight::Result>;
+    type ListActionsStream = Boxed<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // Authentication (when configured) happens in the interceptor before this point.
+        Ok(Response::new(once(HandshakeResponse::default())))
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let infos = self.list().await?;
+        let s: BoxStream<'static, Result<FlightInfo, Status>> =
+            stream::iter(infos.into_iter().map(Ok)).boxed();
+        Ok(Response::new(s))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(request.into_inner()).await?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("PollFlightInfo: use GetFlightInfo"))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let req = TableRequest::from_descriptor(request.get_ref())?;
+        let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
+        let table = self.planner.table(&snapshot, &req.table)?;
+        let schema = schema_of(&self.planner.columns(table, req.columns.as_deref())?);
+        let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+            .map_err(Error::from)?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let body = self
+            .planner
+            .signer
+            .verify(&request.get_ref().ticket, now_ms())
+            .map_err(Error::from)?;
+        let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
+        let spec = self.planner.resolve(&snapshot, &body)?;
+        let schema = schema_of(&spec.columns);
+        let permit = self.scans.clone().acquire_owned();
+        let batches = scan::start(self.pool.clone(), spec, async move { permit.await.ok() });
+        let signer = self.planner.signer.clone();
+        let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
+        let resume = move |tid: crate::pgarrow::Tid| {
+            signer.sign(&crate::ticket::TicketBody {
+                resume_after: Some(Tid {
+                    block: tid.block,
+                    offset: u32::from(tid.offset),
+                }),
+                expires_at_ms: now_ms().saturating_add(ttl_ms),
+                ..body.clone()
+            })
+        };
+        Ok(Response::new(Box::pin(flight_data(
+            schema, batches, resume,
+        ))))
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("hyperflight is read-only"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("hyperflight is read-only"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let value = self.action(request.get_ref()).await?;
+        Ok(Response::new(once(arrow_flight::Result::new(
+            value.to_string(),
+        ))))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = ACTIONS.map(|(name, description)| {
+            Ok(ActionType {
+                r#type: name.into(),
+                description: description.into(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream::iter(actions))))
+    }
+}
