@@ -404,6 +404,25 @@ fn window(dim: &TimeDimension, req: &TableRequest) -> Result<(Option<i64>, Optio
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2_000, .. ProptestConfig::default() })]
+        #[test]
+        fn arbitrary_commands_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = TableRequest::from_descriptor(&FlightDescriptor::new_cmd(bytes));
+        }
+
+        #[test]
+        fn json_shaped_commands_never_panic(
+            table in prop_oneof![Just("\"public.m\"".to_string()), "\"[^\"]{0,8}\"", Just("[\"a\",\"b\"]".to_string()), Just("7".to_string())],
+            start in prop_oneof![Just("null".to_string()), "\"[0-9T:Z-]{0,24}\"", any::<i64>().prop_map(|v| v.to_string())],
+            extra in prop_oneof![Just(String::new()), Just(", \"x\": 1".to_string()), Just(", \"columns\": []".to_string())],
+        ) {
+            let text = format!("{{\"table\": {table}, \"start\": {start}{extra}}}");
+            let _ = TableRequest::from_descriptor(&FlightDescriptor::new_cmd(text.into_bytes()));
+        }
+    }
 
     fn cmd(json: &str) -> Result<TableRequest, Error> {
         TableRequest::from_descriptor(&FlightDescriptor::new_cmd(json.as_bytes().to_vec()))

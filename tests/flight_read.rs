@@ -165,7 +165,7 @@ async fn parallel_read_equals_sql() {
 
     assert_same_rows(
         &metrics_rows(&batches),
-        &metrics_rows_sql(&db, METRICS_CANONICAL_SQL).await,
+        &metrics_rows_sql(&db, &metrics_canonical_sql("public.metrics")).await,
     );
 }
 

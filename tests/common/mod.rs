@@ -207,10 +207,28 @@ pub async fn read_all(server: &TestServer, info: &FlightInfo) -> Vec<RecordBatch
         .collect()
 }
 
-/// SQL that renders `public.metrics` rows in the canonical form of [`metrics_rows`].
-pub const METRICS_CANONICAL_SQL: &str =
-    "SELECT (extract(epoch from time) * 1000000)::int8, device_id, sensor, \
-    temperature, humidity, status, reading, ok FROM public.metrics";
+/// SQL that renders rows of `relation` (metrics-shaped) in the canonical form of [`metrics_rows`].
+pub fn metrics_canonical_sql(relation: &str) -> String {
+    format!(
+        "SELECT (extract(epoch from time) * 1000000)::int8, device_id, sensor, \
+         temperature, humidity, status, reading, ok FROM {relation}"
+    )
+}
+
+/// A metrics-shaped hypertable of this test's own (`<schema>.m`, the first `days` days of the
+/// fixture), for tests that rewrite, drop or write: other tests running in parallel never see it.
+pub async fn private_hypertable(db: &tokio_postgres::Client, schema: &str, days: i64) {
+    db.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
+         CREATE TABLE {schema}.m (LIKE public.metrics);
+         SELECT create_hypertable('{schema}.m', 'time', chunk_time_interval => interval '1 day');
+         INSERT INTO {schema}.m SELECT * FROM public.metrics
+           WHERE time < timestamptz '2026-10-01 00:00:00+00' + {days} * interval '24 hours';
+         ANALYZE {schema}.m;"
+    ))
+    .await
+    .unwrap();
+}
 
 /// Canonical text of every `public.metrics` row from SQL: floats by their bits, time in µs.
 pub async fn metrics_rows_sql(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {

@@ -28,9 +28,9 @@ def _location(url: str) -> str:
     return url if "://" in url else f"grpc://{url}"
 
 
-def _options(token: Optional[str]) -> flight.FlightCallOptions:
+def _options(token: Optional[str], timeout: Optional[float] = None) -> flight.FlightCallOptions:
     headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    return flight.FlightCallOptions(headers=headers)
+    return flight.FlightCallOptions(headers=headers, timeout=timeout)
 
 
 def _split(table: TableName) -> Tuple[str, str]:
@@ -190,7 +190,47 @@ def read_table(
     return read_flight_info(url, info, parallelism=parallelism, token=token)
 
 
-def do_action(url: str, action: str, *, token: Optional[str] = None) -> List[bytes]:
+def do_action(
+    url: str, action: str, *, token: Optional[str] = None, timeout: Optional[float] = None
+) -> List[bytes]:
     """Run a DoAction (``health``, ``stats``, ``refresh``) and return the result bodies."""
     with connect(url) as client:
-        return [r.body.to_pybytes() for r in client.do_action(flight.Action(action, b""), _options(token))]
+        results = client.do_action(flight.Action(action, b""), _options(token, timeout))
+        return [r.body.to_pybytes() for r in results]
+
+
+# pyarrow turns a gRPC status into an Arrow exception class, several codes sharing a class; the
+# message prefix it adds tells those apart. Resuming clients need FAILED_PRECONDITION ("re-plan this
+# chunk") apart from INVALID_ARGUMENT, which both arrive as ArrowInvalid.
+_INVALID_BY_MESSAGE = (
+    ("precondition failed", "FAILED_PRECONDITION"),
+    ("resource exhausted", "RESOURCE_EXHAUSTED"),
+    ("out-of-range", "OUT_OF_RANGE"),
+)
+_BY_CLASS = (
+    (flight.FlightUnauthenticatedError, "UNAUTHENTICATED"),
+    (flight.FlightUnauthorizedError, "PERMISSION_DENIED"),
+    (flight.FlightUnavailableError, "UNAVAILABLE"),
+    (flight.FlightTimedOutError, "DEADLINE_EXCEEDED"),
+    (flight.FlightCancelledError, "CANCELLED"),
+    (flight.FlightInternalError, "INTERNAL"),
+    (pa.ArrowKeyError, "NOT_FOUND"),
+    (pa.ArrowNotImplementedError, "UNIMPLEMENTED"),
+)
+
+
+def grpc_status(exc: BaseException) -> Optional[str]:
+    """The gRPC status code name behind an exception raised by a Flight call (``"NOT_FOUND"``,
+    ``"INVALID_ARGUMENT"``, ``"FAILED_PRECONDITION"``, …), or None when it is not one."""
+    for cls, code in _BY_CLASS:
+        if isinstance(exc, cls):
+            return code
+    if isinstance(exc, pa.ArrowInvalid):
+        text = str(exc)
+        for needle, code in _INVALID_BY_MESSAGE:
+            if needle in text:
+                return code
+        return "INVALID_ARGUMENT"
+    if isinstance(exc, flight.FlightServerError):
+        return "UNKNOWN"
+    return None

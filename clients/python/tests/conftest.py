@@ -1,0 +1,108 @@
+"""Fixtures: the local TimescaleDB cluster with test data, and a hyperflight server over it.
+
+The server binary is ``$HYPERFLIGHT_BIN`` (default ``<repo>/target/debug/hyperflight``); a missing
+binary fails the session: these tests exist to check the real server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+
+import hyperflight
+
+REPO = Path(__file__).resolve().parents[3]
+TEST_DB = "hyperflight_test"
+TEST_ROWS = 200_000
+TEST_DAYS = 7
+STARTUP_TIMEOUT_S = 60
+
+
+def _run(*args: str) -> str:
+    done = subprocess.run(args, cwd=REPO, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{' '.join(args)} exited {done.returncode}", pytrace=False)
+    return done.stdout.strip()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def database_url() -> str:
+    """postgres:// URL of the test database, loaded with the sample data (once per data set)."""
+    base = _run(str(REPO / "scripts/cluster.sh"), "start").rsplit("/", 1)[0]
+    _run(
+        str(REPO / "scripts/load-sample-data.sh"),
+        "--database", TEST_DB, "--rows", str(TEST_ROWS), "--days", str(TEST_DAYS), "--if-missing",
+    )
+    return f"{base}/{TEST_DB}"
+
+
+@pytest.fixture(scope="session")
+def pg(database_url: str) -> Iterator[psycopg.Connection]:
+    """A psycopg connection to the test database, in UTC, autocommit."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET TimeZone = 'UTC'")
+        yield conn
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str) -> Iterator[str]:
+    """grpc:// URL of a hyperflight server started for this session and stopped after it."""
+    binary = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
+    if not binary.is_file():
+        pytest.fail(f"server binary {binary} is missing: run `cargo build --bin hyperflight` "
+                    "or set HYPERFLIGHT_BIN", pytrace=False)
+    port = _free_port()
+    url = f"grpc://127.0.0.1:{port}"
+    # Our own HYPERFLIGHT_* variables (BIN, VENV, ...) and any a developer exported would otherwise
+    # be read as server settings.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
+    env.setdefault("RUST_LOG", "info")
+    log_path = REPO / ".hyperflight" / "pytest-server.log"  # kept after the run for post-mortems
+    log_path.parent.mkdir(exist_ok=True)
+    log = open(log_path, "w")
+    proc = subprocess.Popen(
+        [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
+         "--metrics-listen", "", "--batch-rows", "4096"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+    )
+
+    def log_tail() -> str:
+        log.flush()
+        return log_path.read_text(errors="replace")[-4000:]
+
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited with {proc.returncode} at startup:\n{log_tail()}", pytrace=False)
+        try:
+            hyperflight.do_action(url, "health", timeout=2)
+            break
+        except Exception as exc:  # not listening yet, or not healthy yet
+            if time.monotonic() > deadline:
+                proc.kill()
+                pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s ({exc}):\n{log_tail()}",
+                            pytrace=False)
+            time.sleep(0.2)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

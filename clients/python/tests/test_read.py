@@ -1,0 +1,167 @@
+"""The Python client against a real hyperflight server: every figure is checked against SQL."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any, List, Sequence, Tuple
+
+import duckdb
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.flight as flight
+import pytest
+
+import hyperflight
+
+METRICS_TYPES = {
+    "time": pa.timestamp("us", tz="UTC"),
+    "device_id": pa.int32(),
+    "sensor": pa.string(),
+    "temperature": pa.float64(),
+    "humidity": pa.float32(),
+    "status": pa.int16(),
+    "reading": pa.int64(),
+    "ok": pa.bool_(),
+}
+# humidity::float8 makes PostgreSQL widen float4 exactly as Arrow's float32 -> Python float does.
+METRICS_SQL = ("SELECT time, device_id, sensor, temperature, humidity::float8, status, reading, ok "
+               "FROM public.metrics")
+DEVICES_SQL = "SELECT device_id, name, location, installed_at FROM public.devices"
+METADATA_KEYS = {"chunk", "chunk_id", "range_start", "range_end", "size_bytes", "estimated_rows",
+                 "is_compressed"}
+
+
+def _sort_key(row: Sequence[Any]) -> Tuple[Any, ...]:
+    # NULLs sort first without ever comparing None with a value.
+    return tuple((False, 0) if v is None else (True, v) for v in row)
+
+
+def assert_same_rows(actual: List[Tuple[Any, ...]], expected: List[Tuple[Any, ...]]) -> None:
+    """Multiset equality, value by value; reports the first difference instead of a huge diff."""
+    assert len(actual) == len(expected), f"{len(actual)} rows, SQL has {len(expected)}"
+    actual = sorted(actual, key=_sort_key)
+    expected = sorted(expected, key=_sort_key)
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        assert a == e, f"sorted row {i} differs:\n  flight: {a!r}\n  sql:    {e!r}"
+
+
+def arrow_rows(table: pa.Table) -> List[Tuple[Any, ...]]:
+    return [tuple(r.values()) for r in table.to_pylist()]
+
+
+def sql_rows(pg: psycopg.Connection, query: str) -> List[Tuple[Any, ...]]:
+    return [tuple(r) for r in pg.execute(query).fetchall()]
+
+
+def as_utc(value: Any) -> datetime:
+    """A chunk range bound from app_metadata: RFC 3339 text or integer microseconds since epoch."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(timezone.utc)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(0, timezone.utc) + timedelta(microseconds=value)
+    raise AssertionError(f"range bound {value!r} is neither RFC 3339 text nor integer microseconds")
+
+
+@pytest.fixture(scope="module")
+def metrics(server: str) -> pa.Table:
+    return hyperflight.read_table(server, "public.metrics", parallelism=4)
+
+
+def test_list_tables(server: str) -> None:
+    tables = hyperflight.list_tables(server)
+    assert "public.metrics" in tables
+    assert "public.devices" in tables
+    hidden = [t for t in tables if t.startswith("_timescaledb") or "_hyper_" in t]
+    assert hidden == [], f"internal relations exposed: {hidden}"
+
+
+def test_flight_info_has_one_endpoint_per_chunk_in_range_order(server: str, pg: psycopg.Connection) -> None:
+    info = hyperflight.flight_info(server, "public.metrics")
+    chunks = pg.execute(
+        "SELECT format('%I.%I', c.schema_name, c.table_name), c.id, s.range_start, s.range_end "
+        "FROM _timescaledb_catalog.chunk c "
+        "JOIN timescaledb_information.chunks s "
+        "  ON s.chunk_schema = c.schema_name AND s.chunk_name = c.table_name "
+        "WHERE s.hypertable_schema = 'public' AND s.hypertable_name = 'metrics' "
+        "ORDER BY s.range_start").fetchall()
+    (count,) = pg.execute("SELECT count(*) FROM show_chunks('public.metrics')").fetchone()
+    assert len(info.endpoints) == count == len(chunks)
+
+    meta = hyperflight.endpoint_metadata(info)
+    for m in meta:
+        assert METADATA_KEYS <= m.keys(), f"missing {METADATA_KEYS - m.keys()} in {m}"
+        assert m["is_compressed"] is False
+        assert isinstance(m["size_bytes"], int) and m["size_bytes"] > 0
+        assert isinstance(m["estimated_rows"], int)
+    assert [m["chunk"] for m in meta] == [c[0] for c in chunks], "endpoints not in range order"
+    assert [m["chunk_id"] for m in meta] == [c[1] for c in chunks]
+    assert [(as_utc(m["range_start"]), as_utc(m["range_end"])) for m in meta] == \
+        [(c[2], c[3]) for c in chunks]
+
+
+def test_read_metrics_types_and_figures(metrics: pa.Table, pg: psycopg.Connection) -> None:
+    assert {f.name: f.type for f in metrics.schema} == METRICS_TYPES
+    assert metrics.schema.names == list(METRICS_TYPES)
+    rows, total, devices, first, last = pg.execute(
+        "SELECT count(*), sum(reading), count(DISTINCT device_id), min(time), max(time) "
+        "FROM public.metrics").fetchone()
+    assert metrics.num_rows == rows
+    assert sum(v for v in metrics.column("reading").to_pylist() if v is not None) == total
+    assert len(set(metrics.column("device_id").drop_null().to_pylist())) == devices
+    bounds = pc.min_max(metrics.column("time"))
+    assert (bounds["min"].as_py(), bounds["max"].as_py()) == (first, last)
+
+
+def test_read_metrics_rows_equal_sql(metrics: pa.Table, pg: psycopg.Connection) -> None:
+    assert_same_rows(arrow_rows(metrics), sql_rows(pg, METRICS_SQL))
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_read_is_the_same_at_any_parallelism(server: str, metrics: pa.Table, parallelism: int) -> None:
+    # Endpoints are concatenated in order, so the table is identical, not just the same multiset.
+    assert hyperflight.read_table(server, ("public", "metrics"), parallelism=parallelism).equals(metrics)
+
+
+def test_duckdb_over_arrow_matches_sql(metrics: pa.Table, pg: psycopg.Connection) -> None:
+    query = ("SELECT count(*), sum(reading), count(DISTINCT device_id), min(time), max(time), "
+             "count(sensor), count(humidity), count(ok) FILTER (WHERE ok) FROM {}")
+    tbl = metrics  # noqa: F841 -- DuckDB finds the Arrow table by its Python name
+    (got,) = duckdb.sql(query.format("tbl")).fetchall()
+    want = pg.execute(query.format("public.metrics")).fetchone()
+    assert tuple(got[:3]) == tuple(want[:3])
+    assert got[3] == want[3] and got[4] == want[4]
+    assert tuple(got[5:]) == tuple(want[5:])
+    per_device = "SELECT device_id, count(*), sum(status) FROM {} GROUP BY 1 ORDER BY 1 NULLS FIRST"
+    assert duckdb.sql(per_device.format("tbl")).fetchall() == \
+        [tuple(r) for r in pg.execute(per_device.format("public.metrics")).fetchall()]
+
+
+def test_read_devices_exactly(server: str, pg: psycopg.Connection) -> None:
+    devices = hyperflight.read_table(server, "public.devices")
+    assert {f.name: f.type for f in devices.schema} == {
+        "device_id": pa.int32(), "name": pa.string(), "location": pa.string(),
+        "installed_at": pa.timestamp("us", tz="UTC"),
+    }
+    assert_same_rows(arrow_rows(devices), sql_rows(pg, DEVICES_SQL))
+
+
+def test_errors_have_their_grpc_kind_and_the_server_stays_up(
+    server: str, metrics: pa.Table, pg: psycopg.Connection
+) -> None:
+    with flight.FlightClient(server) as client:
+        # INVALID_ARGUMENT: pyarrow raises ArrowInvalid ("Flight returned invalid argument error").
+        with pytest.raises(pa.ArrowInvalid) as garbage:
+            client.do_get(flight.Ticket(b"garbage")).read_all()
+        assert type(garbage.value) is pa.ArrowInvalid
+        assert hyperflight.grpc_status(garbage.value) == "INVALID_ARGUMENT", str(garbage.value)
+
+        # NOT_FOUND: pyarrow raises ArrowKeyError ("Flight returned not found error").
+        with pytest.raises(pa.ArrowKeyError) as unknown:
+            client.get_flight_info(flight.FlightDescriptor.for_path("public", "no_such_table"))
+        assert type(unknown.value) is pa.ArrowKeyError
+        assert hyperflight.grpc_status(unknown.value) == "NOT_FOUND", str(unknown.value)
+
+    again = hyperflight.read_table(server, "public.metrics", parallelism=2)
+    assert again.num_rows == metrics.num_rows
+    assert again.equals(metrics)
