@@ -50,7 +50,10 @@ fn build_stream() -> (Vec<u8>, Vec<usize>) {
         let sensor = sensors[(i % 4) as usize].as_bytes();
         field(&mut data, (i % 50 != 0).then_some(sensor));
         let temperature = 20.0 + f64::from(i % 100) * 0.1;
-        field(&mut data, (i % 20 != 0).then_some(&temperature.to_be_bytes()));
+        field(
+            &mut data,
+            (i % 20 != 0).then_some(&temperature.to_be_bytes()),
+        );
         let humidity = 40.0f32 + (i % 30) as f32;
         field(&mut data, (i % 10 != 0).then_some(&humidity.to_be_bytes()));
         field(&mut data, Some(&((i % 3) as i16).to_be_bytes()));

@@ -54,7 +54,7 @@ if [ -z "$(q postgres -c "SELECT 1 FROM pg_database WHERE datname = '$DB'")" ]; 
   log "creating database $DB"
   q postgres -c "CREATE DATABASE $DB"
 fi
-q "$DB" -c "CREATE EXTENSION IF NOT EXISTS timescaledb" 2>/dev/null
+q "$DB" -c "SET client_min_messages = warning" -c "CREATE EXTENSION IF NOT EXISTS timescaledb"
 
 if [ "$IF_MISSING" -eq 1 ]; then
   have=""

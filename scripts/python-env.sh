@@ -47,6 +47,6 @@ fi
 log "installing clients/python[dev] (editable)"
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 "$VENV/bin/python" -m pip install -q --upgrade pip >&2
-"$VENV/bin/python" -m pip install -q -e "$PKG[dev]" >&2
+"$VENV/bin/python" -m pip install -q -e "${PKG}[dev]" >&2
 echo "$want" >"$STAMP"
 echo "$VENV"

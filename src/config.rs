@@ -298,12 +298,17 @@ impl Settings {
                 1,
                 1_440,
             )?),
-            cache_ttl: self.enable_chunk_caching.then_some(minutes(in_range(
-                "chunk_cache_ttl_minutes",
-                self.chunk_cache_ttl_minutes,
-                1,
-                1_440,
-            )?)),
+            // A disabled cache ignores its TTL, so a leftover value cannot block start-up.
+            cache_ttl: if self.enable_chunk_caching {
+                Some(minutes(in_range(
+                    "chunk_cache_ttl_minutes",
+                    self.chunk_cache_ttl_minutes,
+                    1,
+                    1_440,
+                )?))
+            } else {
+                None
+            },
             max_concurrent_chunks: in_range(
                 "max_concurrent_chunks",
                 self.max_concurrent_chunks,

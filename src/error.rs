@@ -26,6 +26,12 @@ pub enum Error {
     /// The relation was rewritten since the ticket was issued: block positions mean nothing now.
     #[error("relation {0} was rewritten since the ticket was issued; re-plan this chunk with GetFlightInfo")]
     Rewritten(String),
+    /// A consistent-snapshot ticket whose snapshot the server no longer holds.
+    #[error("snapshot {0} is no longer held (all endpoints were read, or it expired); call GetFlightInfo again")]
+    SnapshotGone(String),
+    /// A server-wide limit is reached; retry later.
+    #[error("{0}")]
+    Busy(String),
     /// The database failed.
     #[error(transparent)]
     Database(#[from] DbError),
@@ -103,7 +109,10 @@ impl From<Error> for Status {
         let (code, message) = match &e {
             Error::Ticket(_) | Error::InvalidRequest(_) => (Code::InvalidArgument, e.to_string()),
             Error::UnknownTable(_) | Error::ChunkGone(_) => (Code::NotFound, e.to_string()),
-            Error::Rewritten(_) => (Code::FailedPrecondition, e.to_string()),
+            Error::Rewritten(_) | Error::SnapshotGone(_) => {
+                (Code::FailedPrecondition, e.to_string())
+            }
+            Error::Busy(_) => (Code::ResourceExhausted, e.to_string()),
             Error::Database(db) => match db {
                 DbError::Unavailable(_) => (Code::Unavailable, "database unavailable".into()),
                 DbError::Cancelled => (

@@ -26,6 +26,7 @@
 //! - [`scan`]: the SQL of one endpoint and the COPY loop feeding a bounded channel.
 //! - [`stream`]: batches → Flight data with a resume ticket on each.
 //! - [`service`]: `impl FlightService`.
+//! - [`snapshot`]: exported snapshots held for `consistent_snapshot` reads.
 //! - [`server`]: `run(listener, config, shutdown)` — tonic, auth, TLS, limits, re-discovery.
 
 pub mod catalog;
@@ -37,5 +38,6 @@ pub mod plan;
 pub mod scan;
 pub mod server;
 pub mod service;
+pub mod snapshot;
 pub mod stream;
 pub mod ticket;

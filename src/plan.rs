@@ -28,6 +28,8 @@ pub struct TableRequest {
     pub start: Option<BoundValue>,
     /// Exclusive end.
     pub end: Option<BoundValue>,
+    /// Every endpoint reads one exported snapshot.
+    pub consistent_snapshot: bool,
 }
 
 /// A window bound as the client wrote it: RFC 3339 text for time dimensions, an integer otherwise.
@@ -69,6 +71,7 @@ impl TableRequest {
                     columns: None,
                     start: None,
                     end: None,
+                    consistent_snapshot: false,
                 }),
                 _ => Err(Error::InvalidRequest(format!(
                     "a PATH descriptor is [schema, table]; got {} element(s)",
@@ -85,11 +88,6 @@ impl TableRequest {
     fn from_command(cmd: &[u8]) -> Result<TableRequest, Error> {
         let c: Command = serde_json::from_slice(cmd)
             .map_err(|e| Error::InvalidRequest(format!("invalid CMD descriptor: {e}")))?;
-        if c.consistent_snapshot {
-            return Err(Error::InvalidRequest(
-                "consistent_snapshot is not supported by this server yet".into(),
-            ));
-        }
         let table = match c.table {
             TableName::Parts([schema, name]) => QualifiedName::new(schema, name),
             TableName::Dotted(s) => match s.split_once('.') {
@@ -111,6 +109,7 @@ impl TableRequest {
             columns: c.columns,
             start: c.start,
             end: c.end,
+            consistent_snapshot: c.consistent_snapshot,
         })
     }
 }
@@ -135,8 +134,8 @@ pub struct Plan {
     pub total_records: i64,
     /// Byte estimate, -1 if unknown.
     pub total_bytes: i64,
-    /// When the tickets expire, ms since the Unix epoch.
-    pub expires_at_ms: i64,
+    /// The relation each endpoint scans, in endpoint order.
+    pub relations: Vec<QualifiedName>,
 }
 
 /// Turns requests into plans and tickets into scans.
@@ -202,25 +201,33 @@ impl Planner {
         Ok(plans)
     }
 
-    /// Plans `req` against `snapshot`: schema, endpoints and estimates.
+    /// When tickets issued now expire, ms since the Unix epoch.
+    pub fn expiry(&self, now_ms: i64) -> i64 {
+        now_ms.saturating_add(self.ticket_ttl.as_millis() as i64)
+    }
+
+    /// Plans `req` against `snapshot`: schema, endpoints and estimates. Tickets expire at
+    /// `expires_at_ms` and read the exported snapshot `db_snapshot`, if any.
     pub fn plan(
         &self,
         snapshot: &Snapshot,
         req: &TableRequest,
-        now_ms: i64,
+        expires_at_ms: i64,
+        db_snapshot: Option<&str>,
     ) -> Result<Plan, Error> {
         let table = self.table(snapshot, &req.table)?;
         let columns = self.columns(table, req.columns.as_deref())?;
         let schema = schema_of(&columns);
-        let expires_at_ms = now_ms.saturating_add(self.ticket_ttl.as_millis() as i64);
         let body = TicketBody {
             table_schema: table.name.schema.clone(),
             table_name: table.name.name.clone(),
             columns: req.columns.clone().unwrap_or_default(),
             expires_at_ms,
+            snapshot: db_snapshot.unwrap_or_default().to_string(),
             ..TicketBody::current()
         };
         let mut endpoints = Vec::new();
+        let mut relations = Vec::new();
         let (mut total_records, mut total_bytes) = (0i64, 0i64);
         match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
@@ -243,6 +250,7 @@ impl Planner {
                         }),
                         ..body.clone()
                     };
+                    relations.push(chunk.name.clone());
                     total_records = add_estimate(total_records, chunk.estimated_rows);
                     total_bytes = add_estimate(total_bytes, chunk.size_bytes);
                     endpoints.push(EndpointPlan {
@@ -264,6 +272,7 @@ impl Planner {
                     relfilenode: table.relfilenode,
                     ..body
                 };
+                relations.push(table.name.clone());
                 total_records = table.estimated_rows;
                 total_bytes = table.size_bytes;
                 endpoints.push(EndpointPlan {
@@ -281,7 +290,7 @@ impl Planner {
             endpoints,
             total_records,
             total_bytes,
-            expires_at_ms,
+            relations,
         })
     }
 
@@ -311,6 +320,15 @@ impl Planner {
         let columns = self
             .columns(table, wanted)
             .map_err(|_| Error::Rewritten(format!("{} (its columns changed)", table.name)))?;
+        let db_snapshot = match body.snapshot.as_str() {
+            "" => None,
+            id if crate::snapshot::is_valid_id(id) => Some(id.to_string()),
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "malformed snapshot id in ticket".into(),
+                ))
+            }
+        };
         let filter = match (&body.bounds, dimension) {
             (Some(b), Some(d)) if b.column == d.column => Some(TimeFilter {
                 dimension: d.clone(),
@@ -336,6 +354,7 @@ impl Planner {
                 offset: t.offset as u16,
             }),
             relfilenode: body.relfilenode,
+            snapshot: db_snapshot,
             batch_rows: self.batch_rows,
             statement_timeout: self.statement_timeout,
         })
@@ -458,7 +477,7 @@ mod tests {
             r#"{"table": "public.m", "columns": []}"#,
             r#"{"table": ["a"]}"#,
             r#"not json"#,
-            r#"{"table": "public.m", "consistent_snapshot": true}"#,
+            r#"{"table": "public.m", "consistent_snapshot": 1}"#,
         ] {
             assert!(matches!(cmd(bad), Err(Error::InvalidRequest(_))), "{bad}");
         }
@@ -484,6 +503,7 @@ mod tests {
             columns: None,
             start: s,
             end: e,
+            consistent_snapshot: false,
         };
         let t = |s: &str| Some(BoundValue::Time(s.into()));
         assert_eq!(

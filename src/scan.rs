@@ -52,6 +52,8 @@ pub struct ScanSpec {
     pub resume_after: Option<Tid>,
     /// relfilenode the ticket was issued for; the scan refuses to read another.
     pub relfilenode: u32,
+    /// Exported snapshot to read (`SET TRANSACTION SNAPSHOT`), already validated as an id.
+    pub snapshot: Option<String>,
     /// Rows per batch, at most.
     pub batch_rows: usize,
     /// Database-side limit on the COPY.
@@ -118,14 +120,16 @@ fn literal(dim: &TimeDimension, value: i64) -> String {
 }
 
 /// Starts reading `spec` on a pooled connection; batches (or the error that ended the read) arrive on
-/// the returned channel. The scan waits for `permit` to be granted first. Dropping the receiver cancels
-/// the query on the server and discards the connection.
+/// the returned channel. The scan waits for `permit` to be granted first and calls `on_complete` once
+/// the relation was read to its end. Dropping the receiver cancels the query on the server and
+/// discards the connection.
 pub fn start(
     pool: Pool,
     spec: ScanSpec,
     permit: impl std::future::Future<Output = Option<tokio::sync::OwnedSemaphorePermit>>
         + Send
         + 'static,
+    on_complete: impl FnOnce() + Send + 'static,
 ) -> mpsc::Receiver<Result<DecodedBatch, Error>> {
     let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
     tokio::spawn(async move {
@@ -142,7 +146,7 @@ pub fn start(
         let cancel = client.cancel_token();
         let relation = spec.relation.clone();
         match run(client, &spec, &tx).await {
-            Ok(()) => {}
+            Ok(()) => on_complete(),
             Err((client, outcome)) => {
                 // The COPY may still be running: stop it and never give this connection back.
                 if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
@@ -185,9 +189,19 @@ async fn copy_into(
     spec: &ScanSpec,
     tx: &mpsc::Sender<Result<DecodedBatch, Error>>,
 ) -> Result<bool, Error> {
-    let txn = client.build_transaction().read_only(true).start().await?;
+    let txn = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    // SET TRANSACTION SNAPSHOT must come before any query of the transaction.
+    let attach = match &spec.snapshot {
+        Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
+        None => String::new(),
+    };
     txn.batch_execute(&format!(
-        "SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
+        "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
          SET LOCAL max_parallel_workers_per_gather = 0; LOCK TABLE {}{} IN ACCESS SHARE MODE",
         spec.statement_timeout.as_millis(),
         if spec.only { "ONLY " } else { "" },
@@ -262,6 +276,7 @@ mod tests {
                 offset: 17,
             }),
             relfilenode: 1,
+            snapshot: None,
             batch_rows: 10,
             statement_timeout: Duration::from_secs(1),
         }

@@ -14,6 +14,7 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::plan::Planner;
 use crate::service::Service;
+use crate::snapshot::Snapshots;
 use crate::ticket::TicketSigner;
 
 /// Largest gRPC message the server sends: a batch is cut at `scan::MAX_BATCH_BYTES` of values, so
@@ -60,13 +61,16 @@ pub async fn run(
         batch_rows: config.batch_rows,
         statement_timeout: config.statement_timeout,
     };
+    let snapshots = Arc::new(Snapshots::new(pool.clone()));
     let service = Arc::new(Service::new(
         catalog.clone(),
         planner,
         pool,
+        snapshots.clone(),
         config.max_concurrent_chunks,
     ));
     let rediscovery = tokio::spawn(rediscover(catalog, config.discovery_interval));
+    let sweeper = tokio::spawn(sweep_snapshots(snapshots.clone()));
 
     let mut builder = Server::builder().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     if let Some(tls) = &config.tls {
@@ -96,6 +100,8 @@ pub async fn run(
         })
         .await;
     rediscovery.abort();
+    sweeper.abort();
+    snapshots.clear();
     Ok(served?)
 }
 
@@ -108,6 +114,15 @@ async fn rediscover(catalog: Arc<Catalog>, interval: std::time::Duration) {
         if let Err(e) = catalog.refresh().await {
             tracing::warn!(error = %e, "background re-discovery failed");
         }
+    }
+}
+
+/// Releases consistent snapshots whose tickets expired.
+async fn sweep_snapshots(snapshots: Arc<Snapshots>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(10));
+    loop {
+        ticks.tick().await;
+        snapshots.sweep(crate::service::now_ms());
     }
 }
 

@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::error::{DbError, Error};
 use crate::plan::{schema_of, Planner, TableRequest};
 use crate::scan;
+use crate::snapshot::Snapshots;
 use crate::stream::flight_data;
 use crate::ticket::Tid;
 
@@ -44,17 +45,25 @@ pub struct Service {
     catalog: Arc<Catalog>,
     planner: Planner,
     pool: Pool,
+    snapshots: Arc<Snapshots>,
     scans: Arc<Semaphore>,
     max_scans: usize,
 }
 
 impl Service {
     /// A service over `catalog` and `pool`, running at most `max_scans` chunk scans at once.
-    pub fn new(catalog: Arc<Catalog>, planner: Planner, pool: Pool, max_scans: usize) -> Self {
+    pub fn new(
+        catalog: Arc<Catalog>,
+        planner: Planner,
+        pool: Pool,
+        snapshots: Arc<Snapshots>,
+        max_scans: usize,
+    ) -> Self {
         Service {
             catalog,
             planner,
             pool,
+            snapshots,
             scans: Arc::new(Semaphore::new(max_scans)),
             max_scans,
         }
@@ -67,11 +76,30 @@ impl Service {
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
         let request = TableRequest::from_descriptor(&descriptor)?;
-        let snapshot = self.catalog.snapshot().await?;
-        let plan = self.planner.plan(&snapshot, &request, now_ms())?;
+        let expires_at_ms = self.planner.expiry(now_ms());
+        let plan = if request.consistent_snapshot {
+            let id = self.snapshots.export(expires_at_ms).await?;
+            // Discover after exporting, so every chunk the snapshot can see is planned.
+            let planned = match self.catalog.refresh().await {
+                Ok(catalog) => self
+                    .planner
+                    .plan(&catalog, &request, expires_at_ms, Some(&id)),
+                Err(e) => Err(e.into()),
+            };
+            // On failure, no relation is expected and the snapshot is released at once.
+            let relations = planned
+                .as_ref()
+                .map(|p| p.relations.clone())
+                .unwrap_or_default();
+            self.snapshots.expect(&id, relations);
+            planned?
+        } else {
+            let catalog = self.catalog.snapshot().await?;
+            self.planner.plan(&catalog, &request, expires_at_ms, None)?
+        };
         let expiry = prost_types::Timestamp {
-            seconds: plan.expires_at_ms.div_euclid(1000),
-            nanos: (plan.expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
+            seconds: expires_at_ms.div_euclid(1000),
+            nanos: (expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
         };
         let endpoints = plan.endpoints.into_iter().map(|e| {
             FlightEndpoint::new()
@@ -123,6 +151,7 @@ impl Service {
             "stats" => {
                 let cache = self.catalog.cache_stats();
                 Ok(json!({
+                    "held_snapshots": self.snapshots.count(),
                     "active_scans": self.max_scans - self.scans.available_permits(),
                     "max_concurrent_chunks": self.max_scans,
                     "discovery_cache_hits": cache.hits,
@@ -136,7 +165,8 @@ impl Service {
     }
 }
 
-fn now_ms() -> i64 {
+/// Now, in ms since the Unix epoch (the unit of ticket expiry).
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -215,9 +245,25 @@ impl FlightService for Service {
             .map_err(Error::from)?;
         let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
         let spec = self.planner.resolve(&snapshot, &body)?;
+        let on_complete = match &spec.snapshot {
+            Some(id) if !self.snapshots.is_held(id) => {
+                return Err(Error::SnapshotGone(id.clone()).into())
+            }
+            Some(id) => {
+                let (snapshots, id, relation) =
+                    (self.snapshots.clone(), id.clone(), spec.relation.clone());
+                Box::new(move || snapshots.completed(&id, &relation)) as Box<dyn FnOnce() + Send>
+            }
+            None => Box::new(|| {}),
+        };
         let schema = schema_of(&spec.columns);
         let permit = self.scans.clone().acquire_owned();
-        let batches = scan::start(self.pool.clone(), spec, async move { permit.await.ok() });
+        let batches = scan::start(
+            self.pool.clone(),
+            spec,
+            async move { permit.await.ok() },
+            on_complete,
+        );
         let signer = self.planner.signer.clone();
         let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
         let resume = move |tid: crate::pgarrow::Tid| {

@@ -16,9 +16,9 @@ use arrow::array::{
 use arrow::array::{BooleanBufferBuilder, NullBufferBuilder};
 use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{
-    ArrowPrimitiveType, Date32Type, Decimal128Type, Field, FieldRef, Float32Type, Float64Type,
-    Int16Type, Int32Type, Int64Type, IntervalMonthDayNano, IntervalMonthDayNanoType, Schema,
-    SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
+    ArrowPrimitiveType, DataType, Date32Type, Decimal128Type, Field, FieldRef, Float32Type,
+    Float64Type, Int16Type, Int32Type, Int64Type, IntervalMonthDayNano, IntervalMonthDayNanoType,
+    Schema, SchemaRef, Time64MicrosecondType, TimestampMicrosecondType,
 };
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
@@ -362,7 +362,9 @@ fn scan_header(rest: &[u8]) -> Result<Scan, Error> {
     };
     // Bits 0-15 flag incompatible format changes; bit 16 means rows carry OIDs.
     if flags & 0xFFFF != 0 || flags & FLAG_OIDS != 0 {
-        return Err(Error::stream(format!("unsupported header flags {flags:#x}")));
+        return Err(Error::stream(format!(
+            "unsupported header flags {flags:#x}"
+        )));
     }
     let Some(total) = usize::try_from(ext)
         .ok()
@@ -423,9 +425,8 @@ impl From<ArrowError> for ValueError {
 /// A fixed-width value's bytes, or a length error.
 #[inline]
 fn fixed<const N: usize>(v: &[u8]) -> Result<[u8; N], ValueError> {
-    <[u8; N]>::try_from(v).map_err(|_| {
-        ValueError::malformed(format!("expected {N} bytes, got {}", v.len()))
-    })
+    <[u8; N]>::try_from(v)
+        .map_err(|_| ValueError::malformed(format!("expected {N} bytes, got {}", v.len())))
 }
 
 /// Takes a builder's vector, leaving one as large as this batch's for the next.
@@ -563,7 +564,9 @@ impl ListCol {
             n => return Err(ValueError::malformed(format!("array of {n} dimensions"))),
         }
         if !r.0.is_empty() {
-            return Err(ValueError::malformed("bytes after the array's last element"));
+            return Err(ValueError::malformed(
+                "bytes after the array's last element",
+            ));
         }
         let end = i32::try_from(self.items).map_err(|_| {
             ValueError::Unrepresentable("more than 2^31 array elements in one batch".to_owned())
@@ -651,32 +654,24 @@ enum Builder {
 
 impl Builder {
     fn new(kind: Kind, field: &Field, reserve: usize) -> Self {
-        match (kind, field.data_type()) {
-            (Kind::List(s), arrow::datatypes::DataType::List(item)) => {
+        match kind {
+            Kind::Scalar(s) => Builder::scalar(s, reserve),
+            Kind::List(s) => {
+                // The list's item field as the plan spells it, so the array matches the schema.
+                let item = match field.data_type() {
+                    DataType::List(item) => item.clone(),
+                    _ => Arc::new(s.field("item")),
+                };
+                let mut offsets = Vec::with_capacity(reserve + 1);
+                offsets.push(0);
                 Builder::List(Box::new(ListCol {
-                    offsets: {
-                        let mut o = Vec::with_capacity(reserve + 1);
-                        o.push(0);
-                        o
-                    },
-                    items: 0,
-                    nulls: NullBufferBuilder::new(reserve),
-                    item: Builder::scalar(s, reserve),
-                    field: item.clone(),
-                }))
-            }
-            (Kind::List(s), _) => {
-                // Plans are built by `plan_column`, so a list kind always has a list field.
-                let item = Arc::new(Field::new("item", field.data_type().clone(), true));
-                Builder::List(Box::new(ListCol {
-                    offsets: vec![0],
+                    offsets,
                     items: 0,
                     nulls: NullBufferBuilder::new(reserve),
                     item: Builder::scalar(s, reserve),
                     field: item,
                 }))
             }
-            (Kind::Scalar(s), _) => Builder::scalar(s, reserve),
         }
     }
 
@@ -824,7 +819,11 @@ impl Builder {
                 values,
                 precision,
                 scale,
-            } => Arc::new(values.finish()?.with_precision_and_scale(*precision, *scale)?),
+            } => Arc::new(
+                values
+                    .finish()?
+                    .with_precision_and_scale(*precision, *scale)?,
+            ),
             Builder::NumericText(b) | Builder::Text(b) | Builder::Json(b) | Builder::Jsonb(b) => {
                 b.finish_utf8()?
             }

@@ -7,7 +7,7 @@
 //! CopyData bytes ──CopyDecoder::push──▶ columnar builders ──next_batch/finish──▶ RecordBatch + last ctid
 //! ```
 //!
-//! - [`types`](plan_column): the one reviewable table of what each PostgreSQL type becomes in
+//! - `types`: [`plan_column`], the one reviewable table of what each PostgreSQL type becomes in
 //!   Arrow, including the rules for special values (infinities, NaN, overflow).
 //! - `decode`: [`CopyDecoder`] reads the binary COPY format (header, tuples, trailer) in whatever
 //!   pieces it arrives, straight into Arrow builders: no text parsing, no per-value allocation.

@@ -59,11 +59,7 @@ impl<'a> Numeric<'a> {
             NUMERIC_NAN => Sign::NaN,
             NUMERIC_PINF => Sign::PosInf,
             NUMERIC_NINF => Sign::NegInf,
-            other => {
-                return Err(ValueError::malformed(format!(
-                    "numeric sign {other:#06x}"
-                )))
-            }
+            other => return Err(ValueError::malformed(format!("numeric sign {other:#06x}"))),
         };
         if dscale > MAX_DSCALE {
             return Err(ValueError::malformed(format!("numeric dscale {dscale}")));
@@ -141,7 +137,7 @@ impl<'a> Numeric<'a> {
 
     /// The value times `10^scale` as an `i128` of at most `precision` digits, or why not.
     /// Never rounds: digits beyond `scale` must be zero.
-    pub(crate) fn to_decimal(&self, precision: u8, scale: i8) -> Result<i128, ValueError> {
+    pub(crate) fn to_decimal(self, precision: u8, scale: i8) -> Result<i128, ValueError> {
         let unrepresentable = |what: &str| {
             ValueError::Unrepresentable(format!(
                 "{what} does not fit Decimal128({precision}, {scale})"
@@ -324,7 +320,10 @@ mod tests {
             &[0, 1, 0, 0, 0xC0, 0, 0, 0, 0, 1],
         ];
         for c in cases {
-            assert!(matches!(Numeric::parse(c), Err(ValueError::Malformed(_))), "{c:?}");
+            assert!(
+                matches!(Numeric::parse(c), Err(ValueError::Malformed(_))),
+                "{c:?}"
+            );
         }
     }
 
@@ -342,26 +341,55 @@ mod tests {
         assert_eq!(dec("12000", 5, -3).unwrap(), 12);
         let max38 = "9".repeat(38);
         assert_eq!(dec(&max38, 38, 0).unwrap(), 10i128.pow(38) - 1);
-        assert_eq!(dec(&format!("-{max38}"), 38, 0).unwrap(), 1 - 10i128.pow(38));
+        assert_eq!(
+            dec(&format!("-{max38}"), 38, 0).unwrap(),
+            1 - 10i128.pow(38)
+        );
         let frac38 = format!("0.{max38}");
         assert_eq!(dec(&frac38, 38, 38).unwrap(), 10i128.pow(38) - 1);
-        assert_eq!(dec(&format!("-{frac38}"), 38, 38).unwrap(), 1 - 10i128.pow(38));
+        assert_eq!(
+            dec(&format!("-{frac38}"), 38, 38).unwrap(),
+            1 - 10i128.pow(38)
+        );
         assert_eq!(
             dec("0.12345678901234567890123456789012345678", 38, 38).unwrap(),
             12345678901234567890123456789012345678
         );
-        assert_eq!(dec("1234567890123456789.0123456789012345678", 38, 19).unwrap(),
-            12345678901234567890123456789012345678);
+        assert_eq!(
+            dec("1234567890123456789.0123456789012345678", 38, 19).unwrap(),
+            12345678901234567890123456789012345678
+        );
 
-        assert!(matches!(dec("1", 38, 38), Err(ValueError::Unrepresentable(_))));
-        assert!(matches!(dec(&format!("1{max38}"), 38, 0), Err(ValueError::Unrepresentable(_))));
-        assert!(matches!(dec("100", 2, 0), Err(ValueError::Unrepresentable(_))));
-        assert!(matches!(dec("1.234", 10, 2), Err(ValueError::Unrepresentable(_))));
-        assert!(matches!(dec("12345", 5, -3), Err(ValueError::Unrepresentable(_))));
+        assert!(matches!(
+            dec("1", 38, 38),
+            Err(ValueError::Unrepresentable(_))
+        ));
+        assert!(matches!(
+            dec(&format!("1{max38}"), 38, 0),
+            Err(ValueError::Unrepresentable(_))
+        ));
+        assert!(matches!(
+            dec("100", 2, 0),
+            Err(ValueError::Unrepresentable(_))
+        ));
+        assert!(matches!(
+            dec("1.234", 10, 2),
+            Err(ValueError::Unrepresentable(_))
+        ));
+        assert!(matches!(
+            dec("12345", 5, -3),
+            Err(ValueError::Unrepresentable(_))
+        ));
         let huge = format!("1{}", "0".repeat(60));
-        assert!(matches!(dec(&huge, 38, 0), Err(ValueError::Unrepresentable(_))));
+        assert!(matches!(
+            dec(&huge, 38, 0),
+            Err(ValueError::Unrepresentable(_))
+        ));
         for s in ["NaN", "Infinity", "-Infinity"] {
-            assert!(matches!(dec(s, 10, 2), Err(ValueError::Unrepresentable(_))), "{s}");
+            assert!(
+                matches!(dec(s, 10, 2), Err(ValueError::Unrepresentable(_))),
+                "{s}"
+            );
         }
     }
 }

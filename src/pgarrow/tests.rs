@@ -3,10 +3,9 @@
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    FixedSizeBinaryArray, Float32Array, Float64Array, Int16Array, Int32Array, Int64Array,
-    IntervalMonthDayNanoArray, ListArray, StringArray, Time64MicrosecondArray,
-    TimestampMicrosecondArray,
+    Array, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array, FixedSizeBinaryArray,
+    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, IntervalMonthDayNanoArray,
+    ListArray, StringArray, Time64MicrosecondArray, TimestampMicrosecondArray,
 };
 use arrow::datatypes::{DataType, IntervalMonthDayNano, TimeUnit};
 
@@ -208,20 +207,59 @@ fn fixed_width_types() {
         ],
     );
     assert_eq!(batch.schema().fields().len(), 6);
-    let b = batch.column(0).as_any().downcast_ref::<BooleanArray>().unwrap();
-    assert_eq!(b.iter().collect::<Vec<_>>(), [Some(true), None, Some(false)]);
-    let c = batch.column(1).as_any().downcast_ref::<Int16Array>().unwrap();
-    assert_eq!(c.iter().collect::<Vec<_>>(), [Some(i16::MIN), None, Some(i16::MAX)]);
-    let c = batch.column(2).as_any().downcast_ref::<Int32Array>().unwrap();
-    assert_eq!(c.iter().collect::<Vec<_>>(), [Some(i32::MIN), None, Some(42)]);
-    let c = batch.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
-    assert_eq!(c.iter().collect::<Vec<_>>(), [Some(i64::MIN), None, Some(i64::MAX)]);
-    let c = batch.column(4).as_any().downcast_ref::<Float32Array>().unwrap();
+    let b = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<BooleanArray>()
+        .unwrap();
+    assert_eq!(
+        b.iter().collect::<Vec<_>>(),
+        [Some(true), None, Some(false)]
+    );
+    let c = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int16Array>()
+        .unwrap();
+    assert_eq!(
+        c.iter().collect::<Vec<_>>(),
+        [Some(i16::MIN), None, Some(i16::MAX)]
+    );
+    let c = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Int32Array>()
+        .unwrap();
+    assert_eq!(
+        c.iter().collect::<Vec<_>>(),
+        [Some(i32::MIN), None, Some(42)]
+    );
+    let c = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap();
+    assert_eq!(
+        c.iter().collect::<Vec<_>>(),
+        [Some(i64::MIN), None, Some(i64::MAX)]
+    );
+    let c = batch
+        .column(4)
+        .as_any()
+        .downcast_ref::<Float32Array>()
+        .unwrap();
     assert!(c.value(0).is_nan());
     assert!(c.is_null(1));
     assert_eq!(c.value(2), -1.5);
-    let c = batch.column(5).as_any().downcast_ref::<Float64Array>().unwrap();
-    assert_eq!(c.iter().collect::<Vec<_>>(), [Some(f64::INFINITY), None, Some(f64::NEG_INFINITY)]);
+    let c = batch
+        .column(5)
+        .as_any()
+        .downcast_ref::<Float64Array>()
+        .unwrap();
+    assert_eq!(
+        c.iter().collect::<Vec<_>>(),
+        [Some(f64::INFINITY), None, Some(f64::NEG_INFINITY)]
+    );
 }
 
 #[test]
@@ -289,8 +327,15 @@ fn text_like_types() {
     assert_eq!(strings(3), [s("pg_class"), None, s("n")]);
     assert_eq!(strings(4), [s("happy"), None, s("sad")]);
     assert_eq!(strings(5), [s("10.0.0.1/32"), None, s("::1/128")]);
-    let by = batch.column(6).as_any().downcast_ref::<BinaryArray>().unwrap();
-    assert_eq!(by.iter().collect::<Vec<_>>(), [Some(&[0u8, 0xff, 0x80][..]), None, Some(&[][..])]);
+    let by = batch
+        .column(6)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .unwrap();
+    assert_eq!(
+        by.iter().collect::<Vec<_>>(),
+        [Some(&[0u8, 0xff, 0x80][..]), None, Some(&[][..])]
+    );
     assert_eq!(strings(7), [s(r#"{"a": [1, 2]}"#), None, s("null")]);
     assert_eq!(strings(8), [s(r#"{"a": [1, 2]}"#), None, s("")]);
 }
@@ -306,7 +351,12 @@ fn numeric_columns() {
     let nines = "9".repeat(38);
     let rows = [
         vec![num("0"), num("0"), num("0"), num("0")],
-        vec![num("-12.50"), num("-12.50"), num(&format!("0.{nines}")), num(&nines)],
+        vec![
+            num("-12.50"),
+            num("-12.50"),
+            num(&format!("0.{nines}")),
+            num(&nines),
+        ],
         vec![
             num("123456789012345678901234567890.000001"),
             num("99999999.99"),
@@ -314,13 +364,22 @@ fn numeric_columns() {
             num(&format!("-{nines}")),
         ],
         vec![num("NaN"), None, None, None],
-        vec![num("Infinity"), num("0.01"), num("0.00000000000000000000000000000000000001"), num("1")],
+        vec![
+            num("Infinity"),
+            num("0.01"),
+            num("0.00000000000000000000000000000000000001"),
+            num("1"),
+        ],
         vec![num("-Infinity"), num("-0.01"), num("-0.1"), num("-1")],
         vec![num("0.000100"), num("1"), num("0"), num("0")],
         vec![None, num("12345678"), num("0"), num("0")],
     ];
     let batch = one_batch(&plans, &rows);
-    let n = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+    let n = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<StringArray>()
+        .unwrap();
     assert_eq!(
         n.iter().collect::<Vec<_>>(),
         [
@@ -334,7 +393,11 @@ fn numeric_columns() {
             None
         ]
     );
-    let d = batch.column(1).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    let d = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .unwrap();
     assert_eq!((d.precision(), d.scale()), (10, 2));
     assert_eq!(
         d.iter().collect::<Vec<_>>(),
@@ -350,7 +413,11 @@ fn numeric_columns() {
         ]
     );
     let max = 10i128.pow(38) - 1;
-    let d = batch.column(2).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    let d = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .unwrap();
     assert_eq!((d.precision(), d.scale()), (38, 38));
     assert_eq!(
         d.iter().collect::<Vec<_>>(),
@@ -365,10 +432,23 @@ fn numeric_columns() {
             Some(0)
         ]
     );
-    let d = batch.column(3).as_any().downcast_ref::<Decimal128Array>().unwrap();
+    let d = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<Decimal128Array>()
+        .unwrap();
     assert_eq!(
         d.iter().collect::<Vec<_>>(),
-        [Some(0), Some(max), Some(-max), None, Some(1), Some(-1), Some(0), Some(0)]
+        [
+            Some(0),
+            Some(max),
+            Some(-max),
+            None,
+            Some(1),
+            Some(-1),
+            Some(0),
+            Some(0)
+        ]
     );
 }
 
@@ -437,26 +517,60 @@ fn temporal_types() {
             vec![None, None, None, None, None],
         ],
     );
-    let d = batch.column(0).as_any().downcast_ref::<Date32Array>().unwrap();
+    let d = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<Date32Array>()
+        .unwrap();
     assert_eq!(
         d.iter().collect::<Vec<_>>(),
         [Some(10_957), Some(0), Some(i32::MAX), Some(i32::MIN), None]
     );
-    let t = batch.column(1).as_any().downcast_ref::<Time64MicrosecondArray>().unwrap();
+    let t = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<Time64MicrosecondArray>()
+        .unwrap();
     assert_eq!(
         t.iter().collect::<Vec<_>>(),
-        [Some(0), Some(86_400_000_000), Some(45_296_789_012), None, None]
+        [
+            Some(0),
+            Some(86_400_000_000),
+            Some(45_296_789_012),
+            None,
+            None
+        ]
     );
     for i in [2, 3] {
-        let ts = batch.column(i).as_any().downcast_ref::<TimestampMicrosecondArray>().unwrap();
+        let ts = batch
+            .column(i)
+            .as_any()
+            .downcast_ref::<TimestampMicrosecondArray>()
+            .unwrap();
         let expected = if i == 2 {
-            [Some(946_684_800_000_000), Some(0), Some(i64::MAX), None, None]
+            [
+                Some(946_684_800_000_000),
+                Some(0),
+                Some(i64::MAX),
+                None,
+                None,
+            ]
         } else {
-            [Some(946_684_800_000_000), Some(946_684_800_000_001), Some(i64::MIN), None, None]
+            [
+                Some(946_684_800_000_000),
+                Some(946_684_800_000_001),
+                Some(i64::MIN),
+                None,
+                None,
+            ]
         };
         assert_eq!(ts.iter().collect::<Vec<_>>(), expected);
     }
-    let iv = batch.column(4).as_any().downcast_ref::<IntervalMonthDayNanoArray>().unwrap();
+    let iv = batch
+        .column(4)
+        .as_any()
+        .downcast_ref::<IntervalMonthDayNanoArray>()
+        .unwrap();
     assert_eq!(
         iv.iter().collect::<Vec<_>>(),
         [
@@ -473,28 +587,55 @@ fn temporal_types() {
 fn temporal_overflow_is_an_error() {
     let ts = [plan_column("ts", &pg(1184))];
     let e = decode_err(&ts, &[vec![be((i64::MAX - 1).to_be_bytes())]]);
-    assert!(matches!(&e, Error::Unrepresentable { column, .. } if column == "ts"), "{e}");
+    assert!(
+        matches!(&e, Error::Unrepresentable { column, .. } if column == "ts"),
+        "{e}"
+    );
     let iv = [plan_column("iv", &pg(1186))];
     let e = decode_err(&iv, &[vec![interval(i64::MAX / 999, 0, 0)]]);
-    assert!(matches!(&e, Error::Unrepresentable { column, .. } if column == "iv"), "{e}");
+    assert!(
+        matches!(&e, Error::Unrepresentable { column, .. } if column == "iv"),
+        "{e}"
+    );
     let t = [plan_column("t", &pg(1083))];
     let e = decode_err(&t, &[vec![be((-1i64).to_be_bytes())]]);
-    assert!(matches!(&e, Error::Malformed { column, .. } if column == "t"), "{e}");
+    assert!(
+        matches!(&e, Error::Malformed { column, .. } if column == "t"),
+        "{e}"
+    );
     let d = [plan_column("d", &pg(1082))];
     let e = decode_err(&d, &[vec![be((i32::MAX - 5).to_be_bytes())]]);
-    assert!(matches!(&e, Error::Unrepresentable { column, .. } if column == "d"), "{e}");
+    assert!(
+        matches!(&e, Error::Unrepresentable { column, .. } if column == "d"),
+        "{e}"
+    );
 }
 
 #[test]
 fn uuid_column() {
     let plans = [plan_column("id", &pg(2950))];
     let id: [u8; 16] = *b"\x12\x34\x56\x78\x9a\xbc\xde\xf0\x01\x23\x45\x67\x89\xab\xcd\xef";
-    let batch = one_batch(&plans, &[vec![Some(id.to_vec())], vec![None], vec![Some(vec![0; 16])]]);
-    let u = batch.column(0).as_any().downcast_ref::<FixedSizeBinaryArray>().unwrap();
+    let batch = one_batch(
+        &plans,
+        &[vec![Some(id.to_vec())], vec![None], vec![Some(vec![0; 16])]],
+    );
+    let u = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<FixedSizeBinaryArray>()
+        .unwrap();
     assert_eq!(u.value_length(), 16);
-    assert_eq!(u.iter().collect::<Vec<_>>(), [Some(&id[..]), None, Some(&[0u8; 16][..])]);
     assert_eq!(
-        batch.schema().field(0).metadata().get("ARROW:extension:name").map(String::as_str),
+        u.iter().collect::<Vec<_>>(),
+        [Some(&id[..]), None, Some(&[0u8; 16][..])]
+    );
+    assert_eq!(
+        batch
+            .schema()
+            .field(0)
+            .metadata()
+            .get("ARROW:extension:name")
+            .map(String::as_str),
         Some("arrow.uuid")
     );
 }
@@ -522,24 +663,60 @@ fn arrays() {
                 array(2950, &[Some(vec![7; 16])]),
                 array(1700, &[num("1.5"), None]),
             ],
-            vec![array(23, &[]), array(25, &[]), array(2950, &[None]), array(1700, &[])],
+            vec![
+                array(23, &[]),
+                array(25, &[]),
+                array(2950, &[None]),
+                array(1700, &[]),
+            ],
             vec![None, None, None, None],
-            vec![array(23, &[be(4i32.to_be_bytes())]), array(25, &[None]), None, array(1700, &[num("-9999.9")])],
+            vec![
+                array(23, &[be(4i32.to_be_bytes())]),
+                array(25, &[None]),
+                None,
+                array(1700, &[num("-9999.9")]),
+            ],
         ],
     );
-    let ints = batch.column(0).as_any().downcast_ref::<ListArray>().unwrap();
+    let ints = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
     let lists: Vec<Option<Vec<Option<i32>>>> = ints
         .iter()
-        .map(|l| l.map(|a| a.as_primitive::<arrow::datatypes::Int32Type>().iter().collect()))
+        .map(|l| {
+            l.map(|a| {
+                a.as_primitive::<arrow::datatypes::Int32Type>()
+                    .iter()
+                    .collect()
+            })
+        })
         .collect();
     assert_eq!(
         lists,
-        [Some(vec![Some(1), None, Some(3)]), Some(vec![]), None, Some(vec![Some(4)])]
+        [
+            Some(vec![Some(1), None, Some(3)]),
+            Some(vec![]),
+            None,
+            Some(vec![Some(4)])
+        ]
     );
-    let texts = batch.column(1).as_any().downcast_ref::<ListArray>().unwrap();
+    let texts = batch
+        .column(1)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
     let lists: Vec<Option<Vec<Option<String>>>> = texts
         .iter()
-        .map(|l| l.map(|a| a.as_string::<i32>().iter().map(|s| s.map(str::to_owned)).collect()))
+        .map(|l| {
+            l.map(|a| {
+                a.as_string::<i32>()
+                    .iter()
+                    .map(|s| s.map(str::to_owned))
+                    .collect()
+            })
+        })
         .collect();
     assert_eq!(
         lists,
@@ -550,13 +727,26 @@ fn arrays() {
             Some(vec![None])
         ]
     );
-    let ids = batch.column(2).as_any().downcast_ref::<ListArray>().unwrap();
+    let ids = batch
+        .column(2)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
     assert_eq!(ids.value_offsets(), &[0, 1, 2, 2, 2]);
     assert_eq!(ids.values().as_fixed_size_binary().value(0), &[7; 16]);
     assert!(ids.values().is_null(1));
-    let decs = batch.column(3).as_any().downcast_ref::<ListArray>().unwrap();
-    let values = decs.values().as_primitive::<arrow::datatypes::Decimal128Type>();
-    assert_eq!(values.iter().collect::<Vec<_>>(), [Some(15), None, Some(-99_999)]);
+    let decs = batch
+        .column(3)
+        .as_any()
+        .downcast_ref::<ListArray>()
+        .unwrap();
+    let values = decs
+        .values()
+        .as_primitive::<arrow::datatypes::Decimal128Type>();
+    assert_eq!(
+        values.iter().collect::<Vec<_>>(),
+        [Some(15), None, Some(-99_999)]
+    );
     assert_eq!(values.data_type(), &DataType::Decimal128(5, 1));
 }
 
@@ -581,9 +771,9 @@ fn array_errors() {
 
     let good = array(23, &[be(1i32.to_be_bytes()), be(2i32.to_be_bytes())]).unwrap();
     let mut cases = vec![
-        good[..good.len() - 1].to_vec(),      // truncated element
-        [good.clone(), vec![0]].concat(),    // trailing byte
-        good[..10].to_vec(),                  // truncated header
+        good[..good.len() - 1].to_vec(),               // truncated element
+        [good.clone(), vec![0]].concat(),              // trailing byte
+        good[..10].to_vec(),                           // truncated header
         array(23, &[be(1i16.to_be_bytes())]).unwrap(), // wrong element width
     ];
     let mut negative = good.clone();
@@ -597,7 +787,10 @@ fn array_errors() {
     cases.push(huge);
     for (i, c) in cases.into_iter().enumerate() {
         let e = decode_err(&plans, &[vec![Some(c)]]);
-        assert!(matches!(&e, Error::Malformed { column, .. } if column == "grid"), "case {i}: {e}");
+        assert!(
+            matches!(&e, Error::Malformed { column, .. } if column == "grid"),
+            "case {i}: {e}"
+        );
     }
 }
 
@@ -615,7 +808,7 @@ fn metrics_plans() -> Vec<ColumnPlan> {
 }
 
 fn metrics_row(i: u32) -> Vec<Value> {
-    let null_every = |k: u32, v: Value| if i % k == 0 { None } else { v };
+    let null_every = |k: u32, v: Value| if i.is_multiple_of(k) { None } else { v };
     vec![
         tid(i / 7, (i % 7 + 1) as u16),
         be((i64::from(i) * 1_000_000).to_be_bytes()),
@@ -650,8 +843,14 @@ fn batches_split_at_row_limit_and_report_last_tid() {
         })
     };
     assert_eq!(tids, [expect(2), expect(5), expect(8), expect(9)]);
-    assert_eq!(batches[0].batch.schema(), CopyDecoder::new(&plans, true, limits).schema());
-    let devices = batches[1].batch.column(1).as_primitive::<arrow::datatypes::Int32Type>();
+    assert_eq!(
+        batches[0].batch.schema(),
+        CopyDecoder::new(&plans, true, limits).schema()
+    );
+    let devices = batches[1]
+        .batch
+        .column(1)
+        .as_primitive::<arrow::datatypes::Int32Type>();
     assert_eq!(devices.iter().collect::<Vec<_>>(), [Some(3), Some(4), None]);
 }
 
@@ -672,7 +871,10 @@ fn batches_split_at_byte_limit() {
     let batches = decode_chunked(&plans, false, limits, &stream(&rows), 0).unwrap();
     assert_eq!(batches.len(), 1);
     // A zero byte limit emits every row on its own.
-    let limits = BatchLimits { rows: 100, bytes: 0 };
+    let limits = BatchLimits {
+        rows: 100,
+        bytes: 0,
+    };
     let rows: Vec<_> = (0..4i64).map(|i| vec![be(i.to_be_bytes())]).collect();
     let batches = decode_chunked(&plans, false, limits, &stream(&rows), 0).unwrap();
     assert_eq!(batches.len(), 4);
@@ -696,7 +898,10 @@ fn every_split_of_the_input_gives_the_same_batches() {
         }
     };
     for chunk in [1, 2, 3, 7, 19, 64, 1000] {
-        same(&decode_chunked(&plans, true, limits, &data, chunk).unwrap(), &format!("chunk {chunk}"));
+        same(
+            &decode_chunked(&plans, true, limits, &data, chunk).unwrap(),
+            &format!("chunk {chunk}"),
+        );
     }
     // Every two-way split.
     for cut in 0..=data.len() {
@@ -749,7 +954,13 @@ fn header_with_extension_and_empty_stream() {
     .unwrap();
     assert_eq!(batches[0].batch.num_rows(), 2);
     assert_eq!(batches[0].batch.num_columns(), 0);
-    assert_eq!(batches[0].last_tid, Some(Tid { block: 3, offset: 4 }));
+    assert_eq!(
+        batches[0].last_tid,
+        Some(Tid {
+            block: 3,
+            offset: 4
+        })
+    );
 }
 
 // ---- trailer and malformed input ----
@@ -790,7 +1001,14 @@ fn trailer_rules() {
 fn finish_returns_untaken_batches_first() {
     let plans = [plan_column("v", &pg(23))];
     let rows: Vec<_> = (0..5i32).map(|i| vec![be(i.to_be_bytes())]).collect();
-    let mut d = CopyDecoder::new(&plans, false, BatchLimits { rows: 2, bytes: 1 << 20 });
+    let mut d = CopyDecoder::new(
+        &plans,
+        false,
+        BatchLimits {
+            rows: 2,
+            bytes: 1 << 20,
+        },
+    );
     d.push(&stream(&rows)).unwrap();
     let mut sizes = vec![d.finish().unwrap().unwrap().batch.num_rows()];
     sizes.extend(std::iter::from_fn(|| d.next_batch()).map(|b| b.batch.num_rows()));
@@ -804,7 +1022,10 @@ fn malformed_streams_are_errors() {
 
     let mut bad_sig = stream(&[good_row()]);
     bad_sig[0] = b'X';
-    assert!(matches!(decode(&plans, &bad_sig), Err(Error::Stream { .. })));
+    assert!(matches!(
+        decode(&plans, &bad_sig),
+        Err(Error::Stream { .. })
+    ));
     // A bad signature is noticed from its first byte, without waiting for the rest.
     let mut d = CopyDecoder::new(&plans, false, BIG);
     assert!(d.push(b"COPY").is_err());
@@ -814,13 +1035,20 @@ fn malformed_streams_are_errors() {
     assert!(matches!(decode(&plans, &oids), Err(Error::Stream { .. })));
     let mut critical = stream(&[good_row()]);
     critical[11..15].copy_from_slice(&1i32.to_be_bytes());
-    assert!(matches!(decode(&plans, &critical), Err(Error::Stream { .. })));
+    assert!(matches!(
+        decode(&plans, &critical),
+        Err(Error::Stream { .. })
+    ));
     let mut ext = stream(&[good_row()]);
     ext[15..19].copy_from_slice(&(-1i32).to_be_bytes());
     assert!(matches!(decode(&plans, &ext), Err(Error::Stream { .. })));
 
     // Wrong field counts.
-    for fields in [vec![be(1i32.to_be_bytes())], [good_row(), vec![None]].concat(), vec![]] {
+    for fields in [
+        vec![be(1i32.to_be_bytes())],
+        [good_row(), vec![None]].concat(),
+        vec![],
+    ] {
         let e = decode_err(&plans, &[fields]);
         assert!(e.to_string().contains("fields, expected 2"), "{e}");
     }
@@ -832,43 +1060,97 @@ fn malformed_streams_are_errors() {
     let mut neg_len = header();
     neg_len.extend_from_slice(&2i16.to_be_bytes());
     neg_len.extend_from_slice(&(-2i32).to_be_bytes());
-    assert!(matches!(decode(&plans, &neg_len), Err(Error::Stream { .. })));
+    assert!(matches!(
+        decode(&plans, &neg_len),
+        Err(Error::Stream { .. })
+    ));
 
     // Wrong fixed-width lengths.
     for v in [be(1i16.to_be_bytes()), be(1i64.to_be_bytes()), Some(vec![])] {
         let e = decode_err(&plans, &[vec![v, text("a")]]);
-        assert!(matches!(&e, Error::Malformed { column, .. } if column == "v"), "{e}");
+        assert!(
+            matches!(&e, Error::Malformed { column, .. } if column == "v"),
+            "{e}"
+        );
     }
     let b = [plan_column("flag", &pg(16))];
-    assert!(matches!(decode_err(&b, &[vec![be([2])]]), Error::Malformed { .. }));
+    assert!(matches!(
+        decode_err(&b, &[vec![be([2])]]),
+        Error::Malformed { .. }
+    ));
     let u = [plan_column("u", &pg(2950))];
-    assert!(matches!(decode_err(&u, &[vec![Some(vec![0; 15])]]), Error::Malformed { .. }));
+    assert!(matches!(
+        decode_err(&u, &[vec![Some(vec![0; 15])]]),
+        Error::Malformed { .. }
+    ));
     let iv = [plan_column("iv", &pg(1186))];
-    assert!(matches!(decode_err(&iv, &[vec![Some(vec![0; 12])]]), Error::Malformed { .. }));
+    assert!(matches!(
+        decode_err(&iv, &[vec![Some(vec![0; 12])]]),
+        Error::Malformed { .. }
+    ));
 
     // Invalid UTF-8, including a character split across two values.
     let e = decode_err(&plans, &[vec![None, Some(vec![0xff, 0xfe])]]);
-    assert!(matches!(&e, Error::InvalidUtf8 { column } if column == "s"), "{e}");
-    let e = decode_err(&plans, &[vec![None, Some(vec![0xc3])], vec![None, Some(vec![0xa9])]]);
-    assert!(matches!(&e, Error::InvalidUtf8 { column } if column == "s"), "{e}");
+    assert!(
+        matches!(&e, Error::InvalidUtf8 { column } if column == "s"),
+        "{e}"
+    );
+    let e = decode_err(
+        &plans,
+        &[vec![None, Some(vec![0xc3])], vec![None, Some(vec![0xa9])]],
+    );
+    assert!(
+        matches!(&e, Error::InvalidUtf8 { column } if column == "s"),
+        "{e}"
+    );
 
     // jsonb version.
     let jb = [plan_column("doc", &pg(3802))];
     let e = decode_err(&jb, &[vec![Some(b"\x02{}".to_vec())]]);
-    assert!(matches!(&e, Error::Malformed { column, .. } if column == "doc"), "{e}");
-    assert!(matches!(decode_err(&jb, &[vec![Some(vec![])]]), Error::Malformed { .. }));
+    assert!(
+        matches!(&e, Error::Malformed { column, .. } if column == "doc"),
+        "{e}"
+    );
+    assert!(matches!(
+        decode_err(&jb, &[vec![Some(vec![])]]),
+        Error::Malformed { .. }
+    ));
 
     // Malformed numeric in both numeric columns.
-    let ns = [plan_column("n", &pg(1700)), plan_column("d", &pg_numeric(5, 2))];
+    let ns = [
+        plan_column("n", &pg(1700)),
+        plan_column("d", &pg_numeric(5, 2)),
+    ];
     let e = decode_err(&ns, &[vec![Some(vec![0, 1, 0, 0]), num("1")]]);
-    assert!(matches!(&e, Error::Malformed { column, .. } if column == "n"), "{e}");
-    let e = decode_err(&ns, &[vec![num("1"), Some(vec![0, 0, 0, 0, 0x12, 0, 0, 0])]]);
-    assert!(matches!(&e, Error::Malformed { column, .. } if column == "d"), "{e}");
+    assert!(
+        matches!(&e, Error::Malformed { column, .. } if column == "n"),
+        "{e}"
+    );
+    let e = decode_err(
+        &ns,
+        &[vec![num("1"), Some(vec![0, 0, 0, 0, 0x12, 0, 0, 0])]],
+    );
+    assert!(
+        matches!(&e, Error::Malformed { column, .. } if column == "d"),
+        "{e}"
+    );
 
     // tid problems.
-    let e = decode_chunked(&plans, true, BIG, &stream(&[[vec![None], good_row()].concat()]), 0);
+    let e = decode_chunked(
+        &plans,
+        true,
+        BIG,
+        &stream(&[[vec![None], good_row()].concat()]),
+        0,
+    );
     assert!(e.is_err());
-    let e = decode_chunked(&plans, true, BIG, &stream(&[[vec![be([0; 4])], good_row()].concat()]), 0);
+    let e = decode_chunked(
+        &plans,
+        true,
+        BIG,
+        &stream(&[[vec![be([0; 4])], good_row()].concat()]),
+        0,
+    );
     assert!(e.is_err());
 }
 
@@ -890,15 +1172,17 @@ impl Rng {
 }
 
 fn all_type_plans() -> Vec<ColumnPlan> {
-    [16, 21, 23, 20, 700, 701, 1700, 25, 17, 1082, 1083, 1114, 1184, 1186, 2950, 114, 3802]
-        .into_iter()
-        .map(|oid| plan_column(&format!("c{oid}"), &pg(oid)))
-        .chain([
-            plan_column("dec", &pg_numeric(20, 4)),
-            plan_column("arr", &pg_array(23)),
-            plan_column("tarr", &pg_array(3802)),
-        ])
-        .collect()
+    [
+        16, 21, 23, 20, 700, 701, 1700, 25, 17, 1082, 1083, 1114, 1184, 1186, 2950, 114, 3802,
+    ]
+    .into_iter()
+    .map(|oid| plan_column(&format!("c{oid}"), &pg(oid)))
+    .chain([
+        plan_column("dec", &pg_numeric(20, 4)),
+        plan_column("arr", &pg_array(23)),
+        plan_column("tarr", &pg_array(3802)),
+    ])
+    .collect()
 }
 
 /// Feeds `data` in random pieces; any result is fine, a panic is not.
@@ -967,7 +1251,12 @@ fn fuzz_mutated_streams_never_panic() {
         ]
     };
     let good = stream(&(0..4).map(row_values).collect::<Vec<_>>());
-    assert_eq!(decode_chunked(&plans, true, BIG, &good, 0).unwrap()[0].batch.num_rows(), 4);
+    assert_eq!(
+        decode_chunked(&plans, true, BIG, &good, 0).unwrap()[0]
+            .batch
+            .num_rows(),
+        4
+    );
     for _ in 0..3000 {
         let mut data = good.clone();
         for _ in 0..1 + rng.below(4) {

@@ -71,7 +71,10 @@ pub(crate) enum Scalar {
     Int64,
     Float32,
     Float64,
-    Decimal { precision: u8, scale: i8 },
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
     /// `numeric` printed as exact text.
     NumericText,
     /// UTF-8 text as sent: text-like types, enum labels, and columns cast to text.
@@ -177,7 +180,7 @@ impl Scalar {
         (dt, None)
     }
 
-    fn field(self, name: &str) -> Field {
+    pub(crate) fn field(self, name: &str) -> Field {
         let (dt, extension) = self.arrow();
         let field = Field::new(name, dt, true);
         match extension {
@@ -272,17 +275,26 @@ mod tests {
     fn extensions() {
         let uuid = plan_column("u", &ty(2950, -1));
         assert_eq!(
-            uuid.field.metadata().get("ARROW:extension:name").map(String::as_str),
+            uuid.field
+                .metadata()
+                .get("ARROW:extension:name")
+                .map(String::as_str),
             Some("arrow.uuid")
         );
         assert_eq!(
-            uuid.field.metadata().get("ARROW:extension:metadata").map(String::as_str),
+            uuid.field
+                .metadata()
+                .get("ARROW:extension:metadata")
+                .map(String::as_str),
             Some("")
         );
         for oid in [114, 3802] {
             let json = plan_column("j", &ty(oid, -1));
             assert_eq!(
-                json.field.metadata().get("ARROW:extension:name").map(String::as_str),
+                json.field
+                    .metadata()
+                    .get("ARROW:extension:name")
+                    .map(String::as_str),
                 Some("arrow.json")
             );
         }
@@ -358,7 +370,9 @@ mod tests {
             panic!("not a list");
         };
         assert_eq!(
-            item.metadata().get("ARROW:extension:name").map(String::as_str),
+            item.metadata()
+                .get("ARROW:extension:name")
+                .map(String::as_str),
             Some("arrow.uuid")
         );
 
@@ -377,6 +391,8 @@ mod tests {
             },
         );
         assert!(!plan.cast_to_text);
-        assert!(matches!(plan.field.data_type(), DataType::List(f) if f.data_type() == &DataType::Utf8));
+        assert!(
+            matches!(plan.field.data_type(), DataType::List(f) if f.data_type() == &DataType::Utf8)
+        );
     }
 }

@@ -231,7 +231,7 @@ pub async fn private_hypertable(db: &tokio_postgres::Client, schema: &str, days:
 }
 
 /// Canonical text of every `public.metrics` row from SQL: floats by their bits, time in µs.
-pub async fn metrics_rows_sql(db: &tokio_postgres::Client, sql: &str) -> Vec<String> {
+pub async fn metrics_rows_sql(db: &impl tokio_postgres::GenericClient, sql: &str) -> Vec<String> {
     let rows = db.query(sql, &[]).await.unwrap();
     let mut out: Vec<String> = rows
         .iter()

@@ -165,3 +165,23 @@ def test_errors_have_their_grpc_kind_and_the_server_stays_up(
     again = hyperflight.read_table(server, "public.metrics", parallelism=2)
     assert again.num_rows == metrics.num_rows
     assert again.equals(metrics)
+
+
+def test_projection_and_time_range(server: str, pg: psycopg.Connection) -> None:
+    # A CMD descriptor: two of seven days, two columns; start inclusive, end exclusive.
+    start, end = "2026-10-03T00:00:00Z", "2026-10-05T00:00:00Z"
+    info = hyperflight.flight_info(server, "public.metrics", columns=["time", "reading"],
+                                   start=start, end=end)
+    assert len(info.endpoints) == 2
+    table = hyperflight.read_flight_info(server, info)
+    assert table.schema.names == ["time", "reading"]
+    assert_same_rows(arrow_rows(table), sql_rows(
+        pg, f"SELECT time, reading FROM public.metrics WHERE time >= '{start}' AND time < '{end}'"))
+
+
+def test_batches_respect_batch_rows(server: str) -> None:
+    info = hyperflight.flight_info(server, "public.metrics")
+    with flight.FlightClient(server) as client:
+        batches = client.do_get(info.endpoints[0].ticket).read_all().to_batches()
+    sizes = [b.num_rows for b in batches]
+    assert max(sizes) <= 4096, f"batch sizes {sizes[:10]}... exceed --batch-rows 4096"

@@ -1,0 +1,146 @@
+//! Exported snapshots for `"consistent_snapshot": true`: every endpoint of one FlightInfo reads the
+//! database as of one instant.
+//!
+//! Planning opens a REPEATABLE READ transaction on a connection taken out of the pool, exports its
+//! snapshot (`pg_export_snapshot`) and keeps the transaction open; each scan then starts with
+//! `SET TRANSACTION SNAPSHOT`. A snapshot is released when every planned relation was read to its end,
+//! when its tickets expire, or at shutdown. At most [`MAX_HELD`] are held at once: each pins a backend
+//! and holds back vacuum.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use deadpool_postgres::{ClientWrapper, Object, Pool};
+
+use crate::catalog::QualifiedName;
+use crate::error::{DbError, Error};
+
+/// Snapshots held at once, server-wide.
+pub const MAX_HELD: usize = 8;
+
+struct Held {
+    _client: ClientWrapper,
+    expires_at_ms: i64,
+    pending: HashSet<QualifiedName>,
+}
+
+/// The snapshots this server holds open.
+pub struct Snapshots {
+    pool: Pool,
+    held: Mutex<HashMap<String, Held>>,
+}
+
+/// Whether `id` looks like what `pg_export_snapshot` returns; it is spliced into SQL.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+}
+
+impl Snapshots {
+    /// An empty registry drawing connections from `pool`.
+    pub fn new(pool: Pool) -> Self {
+        Snapshots {
+            pool,
+            held: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Exports a new snapshot, held until `expires_at_ms`. The relations it will read are given later
+    /// with [`Snapshots::expect`], once planning (which must happen after the export) knows them.
+    pub async fn export(&self, expires_at_ms: i64) -> Result<String, Error> {
+        if self.count() >= MAX_HELD {
+            return Err(Error::Busy(format!(
+                "{MAX_HELD} consistent snapshots are already held; retry when a read finishes"
+            )));
+        }
+        // Taken out of the pool: it stays idle in a transaction for as long as the tickets live.
+        let client = Object::take(self.pool.get().await?);
+        client
+            .batch_execute(
+                "SET idle_in_transaction_session_timeout = 0; \
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
+            )
+            .await
+            .map_err(DbError::from)?;
+        let id: String = client
+            .query_one("SELECT pg_catalog.pg_export_snapshot()", &[])
+            .await
+            .map_err(DbError::from)?
+            .get(0);
+        let mut held = self.held.lock().expect("snapshot registry lock");
+        if held.len() >= MAX_HELD {
+            return Err(Error::Busy(format!(
+                "{MAX_HELD} consistent snapshots are already held"
+            )));
+        }
+        held.insert(
+            id.clone(),
+            Held {
+                _client: client,
+                expires_at_ms,
+                pending: HashSet::new(),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Records the relations a snapshot's endpoints read; with none, the snapshot is released.
+    pub fn expect(&self, id: &str, relations: impl IntoIterator<Item = QualifiedName>) {
+        let mut held = self.held.lock().expect("snapshot registry lock");
+        if let Some(h) = held.get_mut(id) {
+            h.pending.extend(relations);
+            if h.pending.is_empty() {
+                held.remove(id);
+            }
+        }
+    }
+
+    /// Whether `id` is still held (scans cannot attach to a released snapshot).
+    pub fn is_held(&self, id: &str) -> bool {
+        self.held
+            .lock()
+            .expect("snapshot registry lock")
+            .contains_key(id)
+    }
+
+    /// A scan of `relation` under `id` reached its end; the last one releases the snapshot.
+    pub fn completed(&self, id: &str, relation: &QualifiedName) {
+        let mut held = self.held.lock().expect("snapshot registry lock");
+        if let Some(h) = held.get_mut(id) {
+            h.pending.remove(relation);
+            if h.pending.is_empty() {
+                held.remove(id);
+                tracing::debug!(snapshot = id, "all endpoints read; snapshot released");
+            }
+        }
+    }
+
+    /// Releases snapshots whose tickets expired.
+    pub fn sweep(&self, now_ms: i64) {
+        self.held
+            .lock()
+            .expect("snapshot registry lock")
+            .retain(|_, h| h.expires_at_ms > now_ms);
+    }
+
+    /// Snapshots held now.
+    pub fn count(&self) -> usize {
+        self.held.lock().expect("snapshot registry lock").len()
+    }
+
+    /// Releases every snapshot.
+    pub fn clear(&self) {
+        self.held.lock().expect("snapshot registry lock").clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_ids_are_checked_before_use_in_sql() {
+        assert!(is_valid_id("00000003-0000001B-1"));
+        assert!(!is_valid_id(""));
+        assert!(!is_valid_id("1'; DROP TABLE x; --"));
+    }
+}
