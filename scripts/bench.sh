@@ -25,14 +25,16 @@ VENV=$("$REPO/scripts/python-env.sh")
 PY=$VENV/bin/python
 log "cargo build --release"
 (cd "$REPO" && cargo build --release --quiet --bin hyperflight)
+# CARGO_TARGET_DIR may put the binary outside the repo.
+BIN=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 FLIGHT=grpc://127.0.0.1:$PORT
 SERVER_LOG=$REPO/.hyperflight/bench-server.log
 # HYPERFLIGHT_* variables in the caller's environment would be read as server settings.
 mapfile -t unset_args < <(compgen -e | grep '^HYPERFLIGHT_' | sed 's/^/-u/' || true)
-env "${unset_args[@]}" "$REPO/target/release/hyperflight" serve --database-url "$BASE/$DB" \
-  --listen "127.0.0.1:$PORT" --metrics-listen "" </dev/null >"$SERVER_LOG" 2>&1 &
+env "${unset_args[@]}" "$BIN" serve --database-url "$BASE/$DB" \
+  --listen "127.0.0.1:$PORT" </dev/null >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null; wait "$SERVER_PID" 2>/dev/null || true' EXIT
 

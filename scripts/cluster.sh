@@ -36,7 +36,7 @@ socket_fits() { [ $(( ${#1} + 18 )) -lt 100 ]; }
 
 resolve_dir() {
   if [ -n "${HYPERFLIGHT_CLUSTER_DIR:-}" ]; then
-    CLUSTER_DIR=$HYPERFLIGHT_CLUSTER_DIR
+    CLUSTER_DIR=$(realpath -m "$HYPERFLIGHT_CLUSTER_DIR")   # absolute: the server runs from /
     socket_fits "$CLUSTER_DIR" || die "HYPERFLIGHT_CLUSTER_DIR is too long for a unix socket path"
     return
   fi

@@ -480,7 +480,10 @@ async fn discover_columns(
                         CASE WHEN b.typmod = -1 THEN t.typtypmod ELSE b.typmod END
                  FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.typ
                  WHERE t.typtype = 'd')
-             SELECT b.attrelid, b.name, b.typ, b.typmod, t.typtype = 'e',
+             SELECT b.attrelid, b.name, b.typ, b.typmod,
+                    -- for arrays, pgarrow reads is_enum as: the element is an enum
+                    CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
+                         THEN et.typtype = 'e' ELSE t.typtype = 'e' END,
                     CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
                          THEN COALESCE(NULLIF(et.typbasetype, 0::oid), et.oid) END
              FROM base b

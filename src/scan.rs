@@ -233,7 +233,9 @@ async fn copy_into(
             }
         }
     }
-    if let Some(batch) = decoder.finish()? {
+    // finish() hands back the oldest pending batch; any others follow in order.
+    let first = decoder.finish()?;
+    for batch in first.into_iter().chain(std::iter::from_fn(|| decoder.next_batch())) {
         if tx.send(Ok(batch)).await.is_err() {
             return Ok(false);
         }

@@ -75,7 +75,7 @@ def server(database_url: str) -> Iterator[str]:
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
-         "--metrics-listen", "", "--batch-rows", "4096"],
+         "--batch-rows", "4096"],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 

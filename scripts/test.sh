@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite: Rust unit and integration tests (cargo nextest) and the Python client tests
+# (pytest), all against the project's own TimescaleDB cluster (scripts/cluster.sh). Installs what is
+# missing first: TimescaleDB when run as root, the Python venv always. Both suites run even if the
+# first fails; the exit code is non-zero if either did.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$REPO"
+log() { printf '[test] %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -eq 0 ]; then
+  bash scripts/install-timescaledb.sh
+elif ! ls /usr/lib/postgresql/15/lib/timescaledb-*.so >/dev/null 2>&1; then
+  log "TimescaleDB is not installed: run 'sudo scripts/install-timescaledb.sh' once"; exit 1
+fi
+log "cluster: $(bash scripts/cluster.sh start)"
+VENV=$(bash scripts/python-env.sh)
+
+log "building"
+cargo build --bins
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+export HYPERFLIGHT_BIN="$TARGET_DIR/debug/hyperflight"
+
+status=0
+log "Rust tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --no-fail-fast || status=1
+else
+  cargo test --no-fail-fast || status=1
+fi
+log "Python tests"
+"$VENV/bin/python" -m pytest clients/python/tests -q -p no:cacheprovider || status=1
+
+if [ "$status" -ne 0 ]; then log "FAILED"; else log "all tests passed"; fi
+exit "$status"
