@@ -117,6 +117,21 @@ pub struct Chunk {
     pub is_compressed: bool,
 }
 
+/// A leaf partition of a natively partitioned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    /// Qualified name.
+    pub name: QualifiedName,
+    /// Current relfilenode.
+    pub relfilenode: u32,
+    /// Heap + TOAST size in bytes.
+    pub size_bytes: i64,
+    /// Planner estimate, -1 if never analyzed.
+    pub estimated_rows: i64,
+    /// Whether its heap can be addressed by ctid (false for foreign-table partitions).
+    pub has_heap: bool,
+}
+
 /// What a table is, as far as planning is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TableKind {
@@ -127,11 +142,19 @@ pub enum TableKind {
         /// Its chunks, in range order.
         chunks: Vec<Chunk>,
     },
-    /// An ordinary table (or a hypertable when chunk-aware serving is off).
-    Plain {
-        /// It has inheritance children (or is a hypertable root): `ONLY` would change the result.
-        has_children: bool,
+    /// A natively partitioned table, read leaf partition by leaf partition.
+    Partitioned {
+        /// Its leaf partitions.
+        partitions: Vec<Partition>,
     },
+    /// An ordinary table, read by itself (`ONLY`: inheritance children are tables of their own).
+    Plain {
+        /// Main-fork size in blocks, for splitting the table into block ranges.
+        blocks: i64,
+    },
+    /// A hypertable served as one plain relation (chunk-aware serving off, or TimescaleDB's catalog
+    /// unreadable): read through its root, children included, without ctid positions.
+    HypertableRoot,
 }
 
 /// An exposed table.
@@ -152,11 +175,11 @@ pub struct Table {
 }
 
 impl Table {
-    /// The chunks of a hypertable; empty for a plain table.
+    /// The chunks of a hypertable; empty otherwise.
     pub fn chunks(&self) -> &[Chunk] {
         match &self.kind {
             TableKind::Hypertable { chunks, .. } => chunks,
-            TableKind::Plain { .. } => &[],
+            _ => &[],
         }
     }
 }
@@ -288,13 +311,23 @@ impl Catalog {
         };
 
         let hidden = hidden_schemas();
+        // is_root: a table with inheritance children in TimescaleDB's schemas is a hypertable root,
+        // known from pg_inherits alone, so it is read correctly even when TimescaleDB's own catalog
+        // is off limits.
         let rows = client
             .query(
                 "SELECT c.oid, n.nspname::text, c.relname::text, c.relfilenode, c.reltuples::float8,
-                        pg_catalog.pg_table_size(c.oid), c.relhassubclass
+                        pg_catalog.pg_table_size(c.oid),
+                        c.relhassubclass AND EXISTS (
+                            SELECT 1 FROM pg_catalog.pg_inherits i
+                            JOIN pg_catalog.pg_class k ON k.oid = i.inhrelid
+                            JOIN pg_catalog.pg_namespace kn ON kn.oid = k.relnamespace
+                            WHERE i.inhparent = c.oid AND kn.nspname LIKE '\\_timescaledb%'),
+                        c.relkind = 'p',
+                        pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8
                  FROM pg_catalog.pg_class c
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind = 'r' AND NOT c.relispartition
+                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
                    AND n.nspname <> ALL ($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
                    AND n.nspname NOT LIKE '\\_timescaledb%'
                    AND (cardinality($2::text[]) = 0 OR n.nspname = ANY ($2::text[]))
@@ -302,12 +335,19 @@ impl Catalog {
                 &[&hidden, &self.schemas],
             )
             .await?;
+        let mut partitioned = Vec::new();
         let mut tables = Vec::with_capacity(rows.len());
         for row in rows {
             let oid: u32 = row.get(0);
             if hyper.chunk_oids.contains(&oid) {
                 continue; // a chunk that lives outside the internal schema
             }
+            // NULL sizes: the table was dropped while this query ran.
+            let (Some(table_size), Some(blocks)) =
+                (row.get::<_, Option<i64>>(5), row.get::<_, Option<i64>>(8))
+            else {
+                continue;
+            };
             let name = QualifiedName::new(row.get::<_, String>(1), row.get::<_, String>(2));
             let (kind, size_bytes, estimated_rows) = match hyper.by_name.get(&name) {
                 Some((dimension, chunks)) => (
@@ -318,13 +358,19 @@ impl Catalog {
                     chunks.iter().map(|c| c.size_bytes).sum(),
                     sum_estimates(chunks.iter().map(|c| c.estimated_rows)),
                 ),
-                None => (
-                    TableKind::Plain {
-                        has_children: row.get(6),
-                    },
-                    row.get::<_, i64>(5),
-                    estimate(row.get(4)),
-                ),
+                None => {
+                    let kind = if row.get::<_, bool>(6) {
+                        TableKind::HypertableRoot
+                    } else if row.get::<_, bool>(7) {
+                        partitioned.push(oid);
+                        TableKind::Partitioned {
+                            partitions: Vec::new(),
+                        }
+                    } else {
+                        TableKind::Plain { blocks }
+                    };
+                    (kind, table_size, estimate(row.get(4)))
+                }
             };
             tables.push((
                 oid,
@@ -341,10 +387,16 @@ impl Catalog {
 
         let oids: Vec<u32> = tables.iter().map(|(oid, _)| *oid).collect();
         let mut columns = discover_columns(&client, &oids).await?;
+        let mut leaves = discover_partitions(&client, &partitioned).await?;
         let tables = tables
             .into_iter()
             .map(|(oid, mut t)| {
                 t.columns = columns.remove(&oid).unwrap_or_default();
+                if let TableKind::Partitioned { partitions } = &mut t.kind {
+                    *partitions = leaves.remove(&oid).unwrap_or_default();
+                    t.size_bytes = partitions.iter().map(|p| p.size_bytes).sum();
+                    t.estimated_rows = sum_estimates(partitions.iter().map(|p| p.estimated_rows));
+                }
                 (t.name.clone(), Arc::new(t))
             })
             .collect::<BTreeMap<_, _>>();
@@ -444,13 +496,17 @@ async fn discover_hypertables(
         let Some((_, _, chunks)) = by_id.get_mut(&row.get::<_, i32>(0)) else {
             continue; // chunk of an internal (compressed-data) hypertable
         };
+        // NULL size: the chunk was dropped while this query ran.
+        let Some(size_bytes) = row.get::<_, Option<i64>>(8) else {
+            continue;
+        };
         chunks.push(Chunk {
             name: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
             id: row.get(1),
             relfilenode: row.get(5),
             range_start: row.get(6),
             range_end: row.get(7),
-            size_bytes: row.get(8),
+            size_bytes,
             estimated_rows: estimate(row.get(9)),
             is_compressed: row.get(10),
         });
@@ -462,6 +518,43 @@ async fn discover_hypertables(
             .collect(),
         chunk_oids,
     })
+}
+
+/// Leaf partitions of the given partitioned tables, in partition-tree order.
+async fn discover_partitions(
+    client: &deadpool_postgres::Client,
+    oids: &[u32],
+) -> Result<BTreeMap<u32, Vec<Partition>>, DbError> {
+    let mut out: BTreeMap<u32, Vec<Partition>> = BTreeMap::new();
+    if oids.is_empty() {
+        return Ok(out);
+    }
+    let rows = client
+        .query(
+            "SELECT p.oid, n.nspname::text, c.relname::text, c.relfilenode,
+                    pg_catalog.pg_table_size(c.oid), c.reltuples::float8, c.relkind = 'r'
+             FROM unnest($1::oid[]) AS p(oid)
+             CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
+             JOIN pg_catalog.pg_class c ON c.oid = t.relid
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE t.isleaf
+             ORDER BY p.oid, t.level, n.nspname, c.relname",
+            &[&oids],
+        )
+        .await?;
+    for row in rows {
+        let Some(size_bytes) = row.get::<_, Option<i64>>(4) else {
+            continue; // dropped while this query ran
+        };
+        out.entry(row.get(0)).or_default().push(Partition {
+            name: QualifiedName::new(row.get::<_, String>(1), row.get::<_, String>(2)),
+            relfilenode: row.get(3),
+            size_bytes,
+            estimated_rows: estimate(row.get(5)),
+            has_heap: row.get(6),
+        });
+    }
+    Ok(out)
 }
 
 /// Columns of the given relations, domains resolved to their base type (recursively).

@@ -59,6 +59,8 @@ pub struct Settings {
     pub max_concurrent_chunks: usize,
     /// Rows per Arrow record batch, at most.
     pub batch_rows: usize,
+    /// Heap size per endpoint when a plain table is split into block ranges.
+    pub plain_endpoint_mb: u64,
     /// Schemas exposed; empty means every user schema.
     pub schemas: Vec<String>,
     /// HMAC key for tickets; `None` draws a random one per process.
@@ -86,6 +88,7 @@ impl Default for Settings {
             chunk_cache_ttl_minutes: 10,
             max_concurrent_chunks: 4,
             batch_rows: 65_536,
+            plain_endpoint_mb: 64,
             schemas: Vec::new(),
             ticket_secret: None,
             ticket_ttl_minutes: 60,
@@ -112,6 +115,7 @@ impl std::fmt::Debug for Settings {
             .field("chunk_cache_ttl_minutes", &self.chunk_cache_ttl_minutes)
             .field("max_concurrent_chunks", &self.max_concurrent_chunks)
             .field("batch_rows", &self.batch_rows)
+            .field("plain_endpoint_mb", &self.plain_endpoint_mb)
             .field("schemas", &self.schemas)
             .field("ticket_secret", &self.ticket_secret.as_ref().map(|_| "***"))
             .field("ticket_ttl_minutes", &self.ticket_ttl_minutes)
@@ -167,6 +171,9 @@ pub struct Overrides {
     /// Rows per record batch, at most.
     #[arg(long, env = "HYPERFLIGHT_BATCH_ROWS")]
     pub batch_rows: Option<usize>,
+    /// Heap MiB per endpoint when a plain table is split into block ranges.
+    #[arg(long, env = "HYPERFLIGHT_PLAIN_ENDPOINT_MB")]
+    pub plain_endpoint_mb: Option<u64>,
     /// Comma-separated schemas to expose (default: all user schemas).
     #[arg(long, env = "HYPERFLIGHT_SCHEMAS", value_delimiter = ',')]
     pub schemas: Option<Vec<String>>,
@@ -210,6 +217,7 @@ impl Settings {
             chunk_cache_ttl_minutes,
             max_concurrent_chunks,
             batch_rows,
+            plain_endpoint_mb,
             schemas,
             ticket_ttl_minutes,
             statement_timeout_seconds
@@ -316,6 +324,12 @@ impl Settings {
                 256,
             )?,
             batch_rows: in_range("batch_rows", self.batch_rows, 1, 1 << 20)?,
+            plain_endpoint_bytes: in_range(
+                "plain_endpoint_mb",
+                self.plain_endpoint_mb,
+                1,
+                1 << 20,
+            )? << 20,
             schemas: self.schemas,
             ticket_secret,
             ticket_ttl: minutes(in_range(
@@ -362,6 +376,8 @@ pub struct Config {
     pub max_concurrent_chunks: usize,
     /// Rows per record batch, at most.
     pub batch_rows: usize,
+    /// Heap bytes per endpoint of a plain table.
+    pub plain_endpoint_bytes: u64,
     /// Exposed schemas; empty means all user schemas.
     pub schemas: Vec<String>,
     /// HMAC key for tickets.

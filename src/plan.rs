@@ -15,7 +15,7 @@ use crate::catalog::{Chunk, QualifiedName, Snapshot, Table, TableKind, TimeDimen
 use crate::error::Error;
 use crate::pgarrow::{plan_column, ColumnPlan};
 use crate::scan::{ScanSpec, TimeFilter};
-use crate::ticket::{TicketBody, TicketSigner, TimeBounds};
+use crate::ticket::{BlockRange, TicketBody, TicketSigner, TimeBounds};
 
 /// What a client asked for: a table, optionally some columns and a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,6 +147,8 @@ pub struct Planner {
     pub ticket_ttl: Duration,
     /// Rows per batch, at most.
     pub batch_rows: usize,
+    /// Heap blocks per endpoint of a plain table.
+    pub endpoint_blocks: i64,
     /// Database-side limit on one scan.
     pub statement_timeout: Duration,
 }
@@ -259,30 +261,67 @@ impl Planner {
                     });
                 }
             }
-            TableKind::Plain { .. } => {
+            other => {
                 if req.start.is_some() || req.end.is_some() {
                     return Err(Error::InvalidRequest(format!(
                         "{} is not a hypertable: start/end need a time dimension",
                         table.name
                     )));
                 }
-                let body = TicketBody {
-                    scan_schema: table.name.schema.clone(),
-                    scan_name: table.name.name.clone(),
-                    relfilenode: table.relfilenode,
-                    ..body
+                // (relation, relfilenode, block range, size, estimated rows) per endpoint.
+                let parts: Vec<(&QualifiedName, u32, Option<BlockRange>, i64, i64)> = match other {
+                    TableKind::Partitioned { partitions } => partitions
+                        .iter()
+                        .map(|p| (&p.name, p.relfilenode, None, p.size_bytes, p.estimated_rows))
+                        .collect(),
+                    TableKind::Plain { blocks } => {
+                        let ranges = block_ranges(*blocks, self.endpoint_blocks);
+                        let n = ranges.len() as i64;
+                        ranges
+                            .into_iter()
+                            .map(|r| {
+                                let share = |v: i64| if v < 0 { v } else { v / n };
+                                let r = (n > 1).then_some(r);
+                                (
+                                    &table.name,
+                                    table.relfilenode,
+                                    r,
+                                    share(table.size_bytes),
+                                    share(table.estimated_rows),
+                                )
+                            })
+                            .collect()
+                    }
+                    _ => vec![(
+                        &table.name,
+                        table.relfilenode,
+                        None,
+                        table.size_bytes,
+                        table.estimated_rows,
+                    )],
                 };
-                relations.push(table.name.clone());
-                total_records = table.estimated_rows;
-                total_bytes = table.size_bytes;
-                endpoints.push(EndpointPlan {
-                    ticket: self.signer.sign(&body),
-                    metadata: json!({
-                        "chunk": null, "chunk_id": null, "range_start": null, "range_end": null,
-                        "size_bytes": table.size_bytes, "estimated_rows": table.estimated_rows,
-                        "is_compressed": false,
-                    }),
-                });
+                for (name, relfilenode, blocks, size_bytes, estimated_rows) in parts {
+                    let part_of_table = (name != &table.name).then(|| name.to_string());
+                    let metadata = json!({
+                        "chunk": part_of_table, "chunk_id": null, "range_start": null, "range_end": null,
+                        "size_bytes": size_bytes, "estimated_rows": estimated_rows, "is_compressed": false,
+                        "block_start": blocks.map(|b| b.start), "block_end": blocks.and_then(|b| b.end),
+                    });
+                    let body = TicketBody {
+                        scan_schema: name.schema.clone(),
+                        scan_name: name.name.clone(),
+                        relfilenode,
+                        blocks,
+                        ..body.clone()
+                    };
+                    relations.push(name.clone());
+                    total_records = add_estimate(total_records, estimated_rows);
+                    total_bytes = add_estimate(total_bytes, size_bytes);
+                    endpoints.push(EndpointPlan {
+                        ticket: self.signer.sign(&body),
+                        metadata,
+                    });
+                }
             }
         }
         Ok(Plan {
@@ -299,6 +338,12 @@ impl Planner {
         let name = QualifiedName::new(&body.table_schema, &body.table_name);
         let table = self.table(snapshot, &name)?;
         let scanned = QualifiedName::new(&body.scan_schema, &body.scan_name);
+        let not_part = || {
+            Error::InvalidRequest(format!(
+                "ticket names relation {scanned}, which is not part of {}",
+                table.name
+            ))
+        };
         let (only, with_tid, dimension) = match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
                 let chunk = chunks
@@ -308,13 +353,17 @@ impl Planner {
                 // A compressed chunk's heap is not where its rows live: no ctid positions.
                 (false, !chunk.is_compressed, Some(dimension))
             }
-            TableKind::Plain { .. } if scanned == table.name => (true, true, None),
-            TableKind::Plain { .. } => {
-                return Err(Error::InvalidRequest(format!(
-                    "ticket names relation {scanned}, which is not part of {}",
-                    table.name
-                )))
+            TableKind::Partitioned { partitions } => {
+                let part = partitions
+                    .iter()
+                    .find(|p| p.name == scanned)
+                    .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
+                (true, part.has_heap, None)
             }
+            TableKind::Plain { .. } if scanned == table.name => (true, true, None),
+            // ctids of a root and its children collide: one pass, no positions.
+            TableKind::HypertableRoot if scanned == table.name => (false, false, None),
+            TableKind::Plain { .. } | TableKind::HypertableRoot => return Err(not_part()),
         };
         let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
         let columns = self
@@ -354,6 +403,7 @@ impl Planner {
                 offset: t.offset as u16,
             }),
             relfilenode: body.relfilenode,
+            blocks: body.blocks.map(|b| (b.start, b.end)),
             snapshot: db_snapshot,
             batch_rows: self.batch_rows,
             statement_timeout: self.statement_timeout,
@@ -366,6 +416,24 @@ pub fn schema_of(columns: &[ColumnPlan]) -> SchemaRef {
     Arc::new(Schema::new(
         columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),
     ))
+}
+
+/// Endpoints per plain table, at most.
+pub const MAX_BLOCK_RANGES: i64 = 64;
+
+/// Splits `blocks` into contiguous ranges of about `per_endpoint` blocks (at most
+/// [`MAX_BLOCK_RANGES`]); the last range is open so rows appended after planning are still read.
+fn block_ranges(blocks: i64, per_endpoint: i64) -> Vec<BlockRange> {
+    let per_endpoint = per_endpoint.max(1);
+    let n = (blocks.max(0) + per_endpoint - 1) / per_endpoint;
+    let n = n.clamp(1, MAX_BLOCK_RANGES);
+    let per = ((blocks.max(0) + n - 1) / n).max(1);
+    (0..n)
+        .map(|i| BlockRange {
+            start: (i * per).min(u32::MAX as i64) as u32,
+            end: (i + 1 < n).then(|| ((i + 1) * per).min(u32::MAX as i64) as u32),
+        })
+        .collect()
 }
 
 fn add_estimate(total: i64, part: i64) -> i64 {
@@ -486,6 +554,28 @@ mod tests {
             TableRequest::from_descriptor(&d),
             Err(Error::InvalidRequest(_))
         ));
+    }
+
+    #[test]
+    fn block_ranges_cover_the_heap_and_stay_open_at_the_end() {
+        let r = block_ranges(0, 100);
+        assert_eq!(
+            r,
+            vec![BlockRange {
+                start: 0,
+                end: None
+            }]
+        );
+        let r = block_ranges(100 * 3 - 5, 100);
+        assert_eq!(r.len(), 3);
+        assert_eq!(r[0].start, 0);
+        assert_eq!(r[0].end, Some(r[1].start));
+        assert_eq!(r[1].end, Some(r[2].start));
+        assert_eq!(r[2].end, None);
+        assert_eq!(
+            block_ranges(i64::from(u32::MAX), 100).len() as i64,
+            MAX_BLOCK_RANGES
+        );
     }
 
     #[test]

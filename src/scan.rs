@@ -48,6 +48,8 @@ pub struct ScanSpec {
     pub columns: Vec<ColumnPlan>,
     /// Row filter on the time dimension.
     pub filter: Option<TimeFilter>,
+    /// Heap blocks `[start, end)` to read; `None` for all, an open end for all from `start`.
+    pub blocks: Option<(u32, Option<u32>)>,
     /// Rows up to and including this position were already delivered.
     pub resume_after: Option<Tid>,
     /// relfilenode the ticket was issued for; the scan refuses to read another.
@@ -77,6 +79,14 @@ impl ScanSpec {
             });
         }
         let mut conditions = Vec::new();
+        if let Some((start, end)) = self.blocks {
+            if start > 0 {
+                conditions.push(format!("ctid >= '({start},0)'::tid"));
+            }
+            if let Some(end) = end {
+                conditions.push(format!("ctid < '({end},0)'::tid"));
+            }
+        }
         if let Some(t) = self.resume_after {
             conditions.push(format!("ctid > '({},{})'::tid", t.block, t.offset));
         }
@@ -235,7 +245,10 @@ async fn copy_into(
     }
     // finish() hands back the oldest pending batch; any others follow in order.
     let first = decoder.finish()?;
-    for batch in first.into_iter().chain(std::iter::from_fn(|| decoder.next_batch())) {
+    for batch in first
+        .into_iter()
+        .chain(std::iter::from_fn(|| decoder.next_batch()))
+    {
         if tx.send(Ok(batch)).await.is_err() {
             return Ok(false);
         }
@@ -273,6 +286,7 @@ mod tests {
                 start: Some(1_000_000),
                 end: None,
             }),
+            blocks: None,
             resume_after: Some(Tid {
                 block: 3,
                 offset: 17,
@@ -293,6 +307,25 @@ mod tests {
              \"time\" >= (timestamptz 'epoch' + 1000000 * interval '1 microsecond')::timestamptz) \
              TO STDOUT (FORMAT binary)"
         );
+    }
+
+    #[test]
+    fn block_ranges_bound_the_tid_scan() {
+        let s = ScanSpec {
+            blocks: Some((8, Some(16))),
+            filter: None,
+            ..spec()
+        };
+        assert!(s.copy_sql().contains(
+            "WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid AND ctid > '(3,17)'::tid)"
+        ));
+        let open = ScanSpec {
+            blocks: Some((0, None)),
+            filter: None,
+            resume_after: None,
+            ..spec()
+        };
+        assert!(!open.copy_sql().contains("WHERE"));
     }
 
     #[test]

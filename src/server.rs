@@ -59,6 +59,8 @@ pub async fn run(
         signer: TicketSigner::new(config.ticket_secret.clone()),
         ticket_ttl: config.ticket_ttl,
         batch_rows: config.batch_rows,
+        // PostgreSQL's default block size; a server built with another only splits differently.
+        endpoint_blocks: (config.plain_endpoint_bytes / 8192) as i64,
         statement_timeout: config.statement_timeout,
     };
     let snapshots = Arc::new(Snapshots::new(pool.clone()));

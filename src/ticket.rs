@@ -25,7 +25,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/hyperflight.rs"));
 }
 
-pub use proto::{TicketBody, Tid, TimeBounds};
+pub use proto::{BlockRange, TicketBody, Tid, TimeBounds};
 
 /// The ticket format this server writes and accepts.
 pub const TICKET_VERSION: u32 = 1;
