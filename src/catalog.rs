@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use moka::future::Cache;
 use serde_json::Value;
 
 use crate::error::DbError;
+use crate::metrics::Metrics;
 use crate::pgarrow::PgType;
 
 /// A schema-qualified relation name, unquoted.
@@ -210,17 +210,7 @@ pub struct Catalog {
     cache: Option<Cache<(), Arc<Snapshot>>>,
     timescaledb_support: bool,
     schemas: Vec<String>,
-    hits: AtomicU64,
-    misses: AtomicU64,
-}
-
-/// Cache hit and miss counts since start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Served from the cache.
-    pub hits: u64,
-    /// Ran discovery.
-    pub misses: u64,
+    metrics: Arc<Metrics>,
 }
 
 impl Catalog {
@@ -230,6 +220,7 @@ impl Catalog {
         cache_ttl: Option<Duration>,
         timescaledb_support: bool,
         schemas: Vec<String>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let cache = cache_ttl.map(|ttl| Cache::builder().max_capacity(1).time_to_live(ttl).build());
         Catalog {
@@ -237,8 +228,7 @@ impl Catalog {
             cache,
             timescaledb_support,
             schemas,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
+            metrics,
         }
     }
 
@@ -246,14 +236,14 @@ impl Catalog {
     /// discovery.
     pub async fn snapshot(&self) -> Result<Arc<Snapshot>, DbError> {
         let Some(cache) = &self.cache else {
-            self.misses.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_misses.inc();
             return Ok(Arc::new(self.discover().await?));
         };
         if let Some(s) = cache.get(&()).await {
-            self.hits.fetch_add(1, Ordering::Relaxed);
+            self.metrics.cache_hits.inc();
             return Ok(s);
         }
-        self.misses.fetch_add(1, Ordering::Relaxed);
+        self.metrics.cache_misses.inc();
         cache
             .try_get_with((), async { self.discover().await.map(Arc::new) })
             .await
@@ -274,14 +264,6 @@ impl Catalog {
             cache.insert((), snapshot.clone()).await;
         }
         Ok(snapshot)
-    }
-
-    /// Hit and miss counts.
-    pub fn cache_stats(&self) -> CacheStats {
-        CacheStats {
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-        }
     }
 
     async fn discover(&self) -> Result<Snapshot, DbError> {

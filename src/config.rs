@@ -47,6 +47,8 @@ pub struct Settings {
     pub database_url: String,
     /// Flight (gRPC) address.
     pub listen: String,
+    /// Prometheus `/metrics` address; empty disables it.
+    pub metrics_listen: String,
     /// Use chunk-aware paths when the TimescaleDB extension is present.
     pub timescaledb_support: bool,
     /// Background re-discovery period.
@@ -57,6 +59,8 @@ pub struct Settings {
     pub chunk_cache_ttl_minutes: u64,
     /// Chunk scans running at once, server-wide.
     pub max_concurrent_chunks: usize,
+    /// Bound on batches buffered in the server, all streams together.
+    pub max_memory_mb: u64,
     /// Rows per Arrow record batch, at most.
     pub batch_rows: usize,
     /// Heap size per endpoint when a plain table is split into block ranges.
@@ -69,6 +73,8 @@ pub struct Settings {
     pub ticket_ttl_minutes: u64,
     /// Per-statement limit on the database side for scans.
     pub statement_timeout_seconds: u64,
+    /// After SIGTERM, how long running streams may take to finish.
+    pub shutdown_grace_seconds: u64,
     /// When set, every call needs `authorization: Bearer <token>`.
     pub auth_token: Option<String>,
     /// PEM certificate chain; TLS is served when both this and `tls_key` are set.
@@ -82,17 +88,20 @@ impl Default for Settings {
         Settings {
             database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
             listen: "127.0.0.1:50051".into(),
+            metrics_listen: "127.0.0.1:9469".into(),
             timescaledb_support: true,
             chunk_discovery_interval_minutes: 5,
             enable_chunk_caching: true,
             chunk_cache_ttl_minutes: 10,
             max_concurrent_chunks: 4,
+            max_memory_mb: 512,
             batch_rows: 65_536,
             plain_endpoint_mb: 64,
             schemas: Vec::new(),
             ticket_secret: None,
             ticket_ttl_minutes: 60,
             statement_timeout_seconds: 3_600,
+            shutdown_grace_seconds: 30,
             auth_token: None,
             tls_cert: None,
             tls_key: None,
@@ -106,6 +115,7 @@ impl std::fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("database_url", &redact_url(&self.database_url))
             .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
             .field("timescaledb_support", &self.timescaledb_support)
             .field(
                 "chunk_discovery_interval_minutes",
@@ -114,12 +124,14 @@ impl std::fmt::Debug for Settings {
             .field("enable_chunk_caching", &self.enable_chunk_caching)
             .field("chunk_cache_ttl_minutes", &self.chunk_cache_ttl_minutes)
             .field("max_concurrent_chunks", &self.max_concurrent_chunks)
+            .field("max_memory_mb", &self.max_memory_mb)
             .field("batch_rows", &self.batch_rows)
             .field("plain_endpoint_mb", &self.plain_endpoint_mb)
             .field("schemas", &self.schemas)
             .field("ticket_secret", &self.ticket_secret.as_ref().map(|_| "***"))
             .field("ticket_ttl_minutes", &self.ticket_ttl_minutes)
             .field("statement_timeout_seconds", &self.statement_timeout_seconds)
+            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
             .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
@@ -153,6 +165,9 @@ pub struct Overrides {
     /// Flight (gRPC) listen address.
     #[arg(long, env = "HYPERFLIGHT_LISTEN")]
     pub listen: Option<String>,
+    /// Prometheus /metrics listen address; empty disables it.
+    #[arg(long, env = "HYPERFLIGHT_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Use chunk-aware paths when TimescaleDB is present.
     #[arg(long, env = "HYPERFLIGHT_TIMESCALEDB_SUPPORT")]
     pub timescaledb_support: Option<bool>,
@@ -168,6 +183,9 @@ pub struct Overrides {
     /// Chunk scans running at once, server-wide.
     #[arg(long, env = "HYPERFLIGHT_MAX_CONCURRENT_CHUNKS")]
     pub max_concurrent_chunks: Option<usize>,
+    /// Bound in MiB on batches buffered in the server, all streams together.
+    #[arg(long, env = "HYPERFLIGHT_MAX_MEMORY_MB")]
+    pub max_memory_mb: Option<u64>,
     /// Rows per record batch, at most.
     #[arg(long, env = "HYPERFLIGHT_BATCH_ROWS")]
     pub batch_rows: Option<usize>,
@@ -186,6 +204,9 @@ pub struct Overrides {
     /// Database-side limit on one scan statement, in seconds.
     #[arg(long, env = "HYPERFLIGHT_STATEMENT_TIMEOUT_SECONDS")]
     pub statement_timeout_seconds: Option<u64>,
+    /// After SIGTERM, seconds running streams may take to finish.
+    #[arg(long, env = "HYPERFLIGHT_SHUTDOWN_GRACE_SECONDS")]
+    pub shutdown_grace_seconds: Option<u64>,
     /// Require `authorization: Bearer <token>` on every call.
     #[arg(long, env = "HYPERFLIGHT_AUTH_TOKEN", hide_env_values = true)]
     pub auth_token: Option<String>,
@@ -211,16 +232,19 @@ impl Settings {
         apply!(
             database_url,
             listen,
+            metrics_listen,
             timescaledb_support,
             chunk_discovery_interval_minutes,
             enable_chunk_caching,
             chunk_cache_ttl_minutes,
             max_concurrent_chunks,
+            max_memory_mb,
             batch_rows,
             plain_endpoint_mb,
             schemas,
             ticket_ttl_minutes,
-            statement_timeout_seconds
+            statement_timeout_seconds,
+            shutdown_grace_seconds
         );
         macro_rules! apply_opt {
             ($($field:ident),*) => { $( if o.$field.is_some() { s.$field = o.$field; } )* };
@@ -267,6 +291,15 @@ impl Settings {
             .listen
             .parse()
             .map_err(|_| invalid("listen", format!("{:?} is not host:port", self.listen)))?;
+        let metrics_listen = match self.metrics_listen.trim() {
+            "" => None,
+            addr => Some(addr.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "metrics_listen",
+                    format!("{addr:?} is not host:port (empty disables metrics)"),
+                )
+            })?),
+        };
         let minutes = |m: u64| Duration::from_secs(m * 60);
         let ticket_secret = match self.ticket_secret {
             Some(s) if s.len() < 16 => {
@@ -299,6 +332,7 @@ impl Settings {
         Ok(Config {
             database,
             listen,
+            metrics_listen,
             timescaledb_support: self.timescaledb_support,
             discovery_interval: minutes(in_range(
                 "chunk_discovery_interval_minutes",
@@ -323,6 +357,7 @@ impl Settings {
                 1,
                 256,
             )?,
+            max_memory_bytes: in_range("max_memory_mb", self.max_memory_mb, 16, 1 << 20)? << 20,
             batch_rows: in_range("batch_rows", self.batch_rows, 1, 1 << 20)?,
             plain_endpoint_bytes: in_range(
                 "plain_endpoint_mb",
@@ -343,6 +378,12 @@ impl Settings {
                 self.statement_timeout_seconds,
                 1,
                 7 * 86_400,
+            )?),
+            shutdown_grace: Duration::from_secs(in_range(
+                "shutdown_grace_seconds",
+                self.shutdown_grace_seconds,
+                0,
+                3_600,
             )?),
             auth_token: self.auth_token,
             tls,
@@ -366,6 +407,8 @@ pub struct Config {
     pub database: tokio_postgres::Config,
     /// Flight listen address.
     pub listen: SocketAddr,
+    /// Prometheus endpoint address, if enabled.
+    pub metrics_listen: Option<SocketAddr>,
     /// Serve hypertables chunk by chunk when TimescaleDB is present.
     pub timescaledb_support: bool,
     /// Background re-discovery period.
@@ -374,6 +417,8 @@ pub struct Config {
     pub cache_ttl: Option<Duration>,
     /// Server-wide cap on running chunk scans.
     pub max_concurrent_chunks: usize,
+    /// Server-wide bound on buffered batch bytes.
+    pub max_memory_bytes: u64,
     /// Rows per record batch, at most.
     pub batch_rows: usize,
     /// Heap bytes per endpoint of a plain table.
@@ -386,6 +431,8 @@ pub struct Config {
     pub ticket_ttl: Duration,
     /// Database-side limit on one scan statement.
     pub statement_timeout: Duration,
+    /// Bound on the wait for running streams at shutdown.
+    pub shutdown_grace: Duration,
     /// Bearer token every call must carry, if set.
     pub auth_token: Option<String>,
     /// TLS files, if TLS is on.
@@ -407,10 +454,12 @@ impl std::fmt::Debug for Config {
 }
 
 impl Config {
-    /// Validated defaults with `database_url` replaced: what tests and embedders start from.
+    /// Validated defaults with `database_url` replaced and no metrics endpoint: what tests and
+    /// embedders start from.
     pub fn for_database(database_url: &str) -> Result<Config, ConfigError> {
         Settings {
             database_url: database_url.to_string(),
+            metrics_listen: String::new(),
             ..Settings::default()
         }
         .validate()
@@ -488,6 +537,20 @@ mod tests {
                 ..d()
             }),
             "chunk_cache_ttl_minutes"
+        );
+        assert_eq!(
+            invalid_setting(Settings {
+                max_memory_mb: 1,
+                ..d()
+            }),
+            "max_memory_mb"
+        );
+        assert_eq!(
+            invalid_setting(Settings {
+                metrics_listen: "9469".into(),
+                ..d()
+            }),
+            "metrics_listen"
         );
     }
 

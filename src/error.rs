@@ -29,6 +29,9 @@ pub enum Error {
     /// A consistent-snapshot ticket whose snapshot the server no longer holds.
     #[error("snapshot {0} is no longer held (all endpoints were read, or it expired); call GetFlightInfo again")]
     SnapshotGone(String),
+    /// The server is shutting down and starts no new scans.
+    #[error("server is shutting down")]
+    ShuttingDown,
     /// A server-wide limit is reached; retry later.
     #[error("{0}")]
     Busy(String),
@@ -113,6 +116,7 @@ impl From<Error> for Status {
                 (Code::FailedPrecondition, e.to_string())
             }
             Error::Busy(_) => (Code::ResourceExhausted, e.to_string()),
+            Error::ShuttingDown => (Code::Unavailable, e.to_string()),
             Error::Database(db) => match db {
                 DbError::Unavailable(_) => (Code::Unavailable, "database unavailable".into()),
                 DbError::Cancelled => (

@@ -25,14 +25,18 @@
 //! - [`pgarrow`]: PostgreSQL → Arrow type table; binary COPY → record batches.
 //! - [`scan`]: the SQL of one endpoint and the COPY loop feeding a bounded channel.
 //! - [`stream`]: batches → Flight data with a resume ticket on each.
+//! - [`metrics`]: Prometheus names, the `/metrics` endpoint, the server-wide memory budget.
 //! - [`service`]: `impl FlightService`.
 //! - [`snapshot`]: exported snapshots held for `consistent_snapshot` reads.
 //! - [`server`]: `run(listener, config, shutdown)` — tonic, auth, TLS, limits, re-discovery.
+//! - [`loadtest`]: the load generator of `hyperflight-loadtest` — concurrent verified reads, faults.
 
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod loadtest;
+pub mod metrics;
 pub mod pgarrow;
 pub mod plan;
 pub mod scan;

@@ -7,14 +7,16 @@
 //! delivered row. The relation is locked (ACCESS SHARE) before its relfilenode is checked, so it cannot
 //! be rewritten between the check and the read.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
 use futures::StreamExt;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 
 use crate::catalog::{quote_ident, QualifiedName, TimeDimension};
 use crate::error::{DbError, Error};
+use crate::metrics::{MemoryBudget, Metrics, Reservation};
 use crate::pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, DecodedBatch, Tid};
 
 /// Decoded bytes after which a batch is cut even if it has fewer than `batch_rows` rows, so wide rows
@@ -129,75 +131,119 @@ fn literal(dim: &TimeDimension, value: i64) -> String {
     }
 }
 
-/// Starts reading `spec` on a pooled connection; batches (or the error that ended the read) arrive on
-/// the returned channel. The scan waits for `permit` to be granted first and calls `on_complete` once
-/// the relation was read to its end. Dropping the receiver cancels the query on the server and
-/// discards the connection.
-pub fn start(
-    pool: Pool,
-    spec: ScanSpec,
-    permit: impl std::future::Future<Output = Option<tokio::sync::OwnedSemaphorePermit>>
-        + Send
-        + 'static,
-    on_complete: impl FnOnce() + Send + 'static,
-) -> mpsc::Receiver<Result<DecodedBatch, Error>> {
-    let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
-    tokio::spawn(async move {
-        let Some(_permit) = permit.await else {
-            return; // server shutting down
-        };
-        let client = match pool.get().await {
-            Ok(c) => c,
-            Err(e) => {
-                let _ = tx.send(Err(e.into())).await;
-                return;
-            }
-        };
-        let cancel = client.cancel_token();
-        let relation = spec.relation.clone();
-        match run(client, &spec, &tx).await {
-            Ok(()) => on_complete(),
-            Err((client, outcome)) => {
-                // The COPY may still be running: stop it and never give this connection back.
-                if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
-                    tracing::debug!(error = %e, "cancel request failed");
-                }
-                drop(Object::take(client));
-                if let Some(e) = outcome {
-                    let e = match e {
-                        Error::Database(DbError::UndefinedTable) => {
-                            Error::ChunkGone(relation.to_string())
-                        }
-                        other => other,
-                    };
-                    let _ = tx.send(Err(e)).await;
-                }
-            }
-        }
-    });
-    rx
+/// What arrives from a scan: a batch with the budget it holds, or the error that ended the scan.
+pub type ScanItem = Result<(DecodedBatch, Reservation), Error>;
+
+/// Runs scans: the pool they read from, the server-wide cap on running scans, and the memory budget
+/// for batches waiting to be sent.
+pub struct Scanner {
+    /// Connections.
+    pub pool: Pool,
+    /// `max_concurrent_chunks` slots, handed out in request order.
+    pub slots: Arc<Semaphore>,
+    /// `max_memory_mb`.
+    pub budget: Arc<MemoryBudget>,
+    /// Where scans report.
+    pub metrics: Arc<Metrics>,
 }
 
-/// Runs the scan. On failure returns the connection (to be discarded) and the error, or `None` when
-/// the receiver went away.
-async fn run(
-    mut client: Object,
-    spec: &ScanSpec,
-    tx: &mpsc::Sender<Result<DecodedBatch, Error>>,
-) -> Result<(), (Object, Option<Error>)> {
-    let result = copy_into(&mut client, spec, tx).await;
-    match result {
-        Ok(true) => Ok(()),
-        Ok(false) => Err((client, None)),
-        Err(e) => Err((client, Some(e))),
+impl Scanner {
+    /// Starts reading `spec`; batches (or the error that ended the read) arrive on the returned
+    /// channel. The scan first waits for a slot, calls `on_complete` once the relation was read to its
+    /// end, and stops — cancelling the query on the database and discarding the connection — as soon
+    /// as the receiver is dropped.
+    pub fn start(
+        &self,
+        spec: ScanSpec,
+        on_complete: impl FnOnce() + Send + 'static,
+    ) -> mpsc::Receiver<ScanItem> {
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (pool, slots, budget, metrics) = (
+            self.pool.clone(),
+            self.slots.clone(),
+            self.budget.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let slot = tokio::select! {
+                slot = slots.acquire_owned() => slot,
+                _ = tx.closed() => return,
+            };
+            let Ok(_slot) = slot else {
+                let _ = tx.send(Err(Error::ShuttingDown)).await;
+                return;
+            };
+            metrics.active_scans.inc();
+            let _running = scopeguard(|| metrics.active_scans.dec());
+            let started = std::time::Instant::now();
+            let client = match pool.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let cancel = client.cancel_token();
+            let mut client = client;
+            let outcome = copy_into(&mut client, &spec, &budget, &tx).await;
+            if let Ok(true) = outcome {
+                metrics.chunks.inc();
+                metrics
+                    .chunk_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                on_complete();
+                return;
+            }
+            // The COPY may still be running: stop it, and never give this connection back.
+            if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                tracing::debug!(error = %e, "cancel request failed");
+            }
+            drop(Object::take(client));
+            if let Err(e) = outcome {
+                let e = match e {
+                    Error::Database(DbError::UndefinedTable) => {
+                        Error::ChunkGone(spec.relation.to_string())
+                    }
+                    other => other,
+                };
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
     }
 }
 
-/// Returns whether the receiver took every batch.
+/// Runs `f` when dropped, however the scope ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// Reserves budget for `batch` and sends it; false when the receiver went away meanwhile.
+async fn hand_on(batch: DecodedBatch, budget: &MemoryBudget, tx: &mpsc::Sender<ScanItem>) -> bool {
+    let reserved = tokio::select! {
+        r = budget.reserve(batch.batch.get_array_memory_size()) => r,
+        _ = tx.closed() => return false,
+    };
+    match reserved {
+        Some(r) => tx.send(Ok((batch, r))).await.is_ok(),
+        None => false,
+    }
+}
+
+/// Reads the relation into `tx`. Ok(true): read to its end; Ok(false): the receiver went away.
 async fn copy_into(
     client: &mut Object,
     spec: &ScanSpec,
-    tx: &mpsc::Sender<Result<DecodedBatch, Error>>,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
 ) -> Result<bool, Error> {
     let txn = client
         .build_transaction()
@@ -235,10 +281,19 @@ async fn copy_into(
     let mut decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
     let copy = txn.copy_out(&spec.copy_sql()).await?;
     futures::pin_mut!(copy);
-    while let Some(data) = copy.next().await {
-        decoder.push(&data?)?;
+    loop {
+        // A client that goes away is noticed even while the database is slow to send.
+        let data: bytes::Bytes = tokio::select! {
+            biased;
+            _ = tx.closed() => return Ok(false),
+            next = copy.next() => match next {
+                Some(data) => data?,
+                None => break,
+            },
+        };
+        decoder.push(&data)?;
         while let Some(batch) = decoder.next_batch() {
-            if tx.send(Ok(batch)).await.is_err() {
+            if !hand_on(batch, budget, tx).await {
                 return Ok(false);
             }
         }
@@ -249,7 +304,7 @@ async fn copy_into(
         .into_iter()
         .chain(std::iter::from_fn(|| decoder.next_batch()))
     {
-        if tx.send(Ok(batch)).await.is_err() {
+        if !hand_on(batch, budget, tx).await {
             return Ok(false);
         }
     }

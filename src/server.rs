@@ -10,9 +10,13 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
 
+use tokio::sync::Semaphore;
+
 use crate::catalog::Catalog;
 use crate::config::Config;
+use crate::metrics::{MemoryBudget, Metrics};
 use crate::plan::Planner;
+use crate::scan::Scanner;
 use crate::service::Service;
 use crate::snapshot::Snapshots;
 use crate::ticket::TicketSigner;
@@ -36,24 +40,40 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot listen for metrics on {addr:?}: {source}")]
+    MetricsListen {
+        /// The address.
+        addr: Option<std::net::SocketAddr>,
+        /// Why.
+        source: std::io::Error,
+    },
     /// tonic failed (bad TLS material, listener failure).
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves Flight on `listener` until `shutdown` completes; then stops accepting and lets running
-/// calls finish.
+/// Serves Flight on `listener` until `shutdown` completes; then stops accepting, lets running streams
+/// finish for at most `shutdown_grace`, and returns.
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let metrics = Arc::new(Metrics::new());
+    let metrics_listener = crate::metrics::bind(config.metrics_listen)
+        .await
+        .map_err(|source| ServerError::MetricsListen {
+            addr: config.metrics_listen,
+            source,
+        })?;
     let pool = crate::db::pool(&config);
     let catalog = Arc::new(Catalog::new(
         pool.clone(),
         config.cache_ttl,
         config.timescaledb_support,
         config.schemas.clone(),
+        metrics.clone(),
     ));
     let planner = Planner {
         signer: TicketSigner::new(config.ticket_secret.clone()),
@@ -63,16 +83,28 @@ pub async fn run(
         endpoint_blocks: (config.plain_endpoint_bytes / 8192) as i64,
         statement_timeout: config.statement_timeout,
     };
-    let snapshots = Arc::new(Snapshots::new(pool.clone()));
+    let scanner = Scanner {
+        pool: pool.clone(),
+        slots: Arc::new(Semaphore::new(config.max_concurrent_chunks)),
+        budget: Arc::new(MemoryBudget::new(config.max_memory_bytes, metrics.clone())),
+        metrics: metrics.clone(),
+    };
+    let snapshots = Arc::new(Snapshots::new(pool));
     let service = Arc::new(Service::new(
         catalog.clone(),
         planner,
-        pool,
+        scanner,
         snapshots.clone(),
-        config.max_concurrent_chunks,
+        config.auth_token.clone(),
     ));
-    let rediscovery = tokio::spawn(rediscover(catalog, config.discovery_interval));
-    let sweeper = tokio::spawn(sweep_snapshots(snapshots.clone()));
+    let mut background = vec![
+        tokio::spawn(rediscover(catalog, config.discovery_interval)),
+        tokio::spawn(sweep_snapshots(snapshots.clone())),
+    ];
+    if let Some(l) = metrics_listener {
+        tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics");
+        background.push(tokio::spawn(crate::metrics::serve(l, metrics)));
+    }
 
     let mut builder = Server::builder().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     if let Some(tls) = &config.tls {
@@ -85,7 +117,7 @@ pub async fn run(
         let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
-    let token = config.auth_token.map(|t| format!("Bearer {t}"));
+    let token = config.auth_token.clone();
     let flight = FlightServiceServer::from_arc(service.clone())
         .max_encoding_message_size(MAX_ENCODED_MESSAGE)
         .max_decoding_message_size(MAX_DECODED_MESSAGE);
@@ -93,18 +125,35 @@ pub async fn run(
         authorize(token.as_deref(), req)
     });
     tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "serving Flight");
-    let served = builder
-        .add_service(flight)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            shutdown.await;
-            tracing::info!("shutting down: no new calls; running streams finish");
+
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = builder.add_service(flight).serve_with_incoming_shutdown(
+        TcpListenerStream::new(listener),
+        async {
+            let _ = stopped.await;
+        },
+    );
+    tokio::pin!(served);
+    let result = tokio::select! {
+        r = &mut served => r,
+        () = shutdown => {
+            tracing::info!(grace = ?config.shutdown_grace, "shutting down: no new calls; running streams may finish");
             service.close();
-        })
-        .await;
-    rediscovery.abort();
-    sweeper.abort();
+            let _ = stop.send(());
+            match tokio::time::timeout(config.shutdown_grace, &mut served).await {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::warn!("shutdown grace period over; closing the streams still running");
+                    Ok(())
+                }
+            }
+        }
+    };
+    for task in background {
+        task.abort();
+    }
     snapshots.clear();
-    Ok(served?)
+    Ok(result?)
 }
 
 /// Refreshes discovery every `interval` so new chunks appear without a client-side refresh.
@@ -128,7 +177,8 @@ async fn sweep_snapshots(snapshots: Arc<Snapshots>) {
     }
 }
 
-/// Checks `authorization: Bearer <token>` when a token is configured.
+/// Checks the caller when a token is configured: `authorization: Bearer <token>`, or HTTP basic auth
+/// whose password is the token (what pyarrow's `authenticate_basic_token` sends to Handshake).
 fn authorize(expected: Option<&str>, req: Request<()>) -> Result<Request<()>, Status> {
     let Some(expected) = expected else {
         return Ok(req);
@@ -138,11 +188,26 @@ fn authorize(expected: Option<&str>, req: Request<()>) -> Result<Request<()>, St
         .get("authorization")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    if constant_time_eq(given, expected.as_bytes()) {
+    let ok = match given.split_first_chunk::<6>() {
+        Some((b"Bearer", rest)) => constant_time_eq(rest.trim_ascii(), expected.as_bytes()),
+        Some((b"Basic ", rest)) => {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(rest.trim_ascii())
+                .ok()
+                .and_then(|pair| {
+                    let colon = pair.iter().position(|&b| b == b':')?;
+                    Some(constant_time_eq(&pair[colon + 1..], expected.as_bytes()))
+                })
+                .unwrap_or(false)
+        }
+        _ => false,
+    };
+    if ok {
         Ok(req)
     } else {
         Err(Status::unauthenticated(
-            "missing or wrong bearer token (authorization: Bearer <token>)",
+            "missing or wrong token (authorization: Bearer <token>)",
         ))
     }
 }
@@ -166,14 +231,18 @@ mod tests {
             r
         };
         assert!(authorize(None, with(None)).is_ok());
-        assert!(authorize(Some("Bearer s3cret"), with(Some("Bearer s3cret"))).is_ok());
+        assert!(authorize(Some("s3cret"), with(Some("Bearer s3cret"))).is_ok());
+        // basic auth "anyone:s3cret", as pyarrow's authenticate_basic_token sends it
+        assert!(authorize(Some("s3cret"), with(Some("Basic YW55b25lOnMzY3JldA=="))).is_ok());
         for bad in [
             None,
             Some("Bearer wrong!"),
             Some("s3cret"),
             Some("Bearer s3cre"),
+            Some("Basic YW55b25lOndyb25n"), // anyone:wrong
+            Some("Basic !!!"),
         ] {
-            let e = authorize(Some("Bearer s3cret"), with(bad)).unwrap_err();
+            let e = authorize(Some("s3cret"), with(bad)).unwrap_err();
             assert_eq!(e.code(), tonic::Code::Unauthenticated);
         }
     }

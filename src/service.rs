@@ -12,19 +12,18 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use deadpool_postgres::Pool;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use serde_json::json;
-use tokio::sync::Semaphore;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::Catalog;
 use crate::error::{DbError, Error};
+use crate::metrics::Metrics;
 use crate::plan::{schema_of, Planner, TableRequest};
-use crate::scan;
+use crate::scan::Scanner;
 use crate::snapshot::Snapshots;
-use crate::stream::flight_data;
+use crate::stream::{count_error, flight_data};
 use crate::ticket::Tid;
 
 /// The actions DoAction understands, with their descriptions.
@@ -44,34 +43,37 @@ pub const ACTIONS: [(&str, &str); 3] = [
 pub struct Service {
     catalog: Arc<Catalog>,
     planner: Planner,
-    pool: Pool,
+    scanner: Scanner,
     snapshots: Arc<Snapshots>,
-    scans: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
     max_scans: usize,
+    auth_token: Option<String>,
 }
 
 impl Service {
-    /// A service over `catalog` and `pool`, running at most `max_scans` chunk scans at once.
+    /// A service over `catalog`, reading through `scanner`. `auth_token` is what a successful
+    /// Handshake hands back (the interceptor has already checked the caller).
     pub fn new(
         catalog: Arc<Catalog>,
         planner: Planner,
-        pool: Pool,
+        scanner: Scanner,
         snapshots: Arc<Snapshots>,
-        max_scans: usize,
+        auth_token: Option<String>,
     ) -> Self {
         Service {
             catalog,
             planner,
-            pool,
+            max_scans: scanner.slots.available_permits(),
+            metrics: scanner.metrics.clone(),
+            scanner,
             snapshots,
-            scans: Arc::new(Semaphore::new(max_scans)),
-            max_scans,
+            auth_token,
         }
     }
 
-    /// Stops new scans from starting (shutdown): waiting DoGets end instead of starting.
+    /// Stops new scans from starting (shutdown): waiting DoGets end with UNAVAILABLE.
     pub fn close(&self) {
-        self.scans.close();
+        self.scanner.slots.close();
     }
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
@@ -132,6 +134,43 @@ impl Service {
             .collect()
     }
 
+    /// Verifies a ticket, resolves it against current discovery and starts its scan.
+    async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
+        let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
+        let snapshot = self.catalog.snapshot().await?;
+        let spec = self.planner.resolve(&snapshot, &body)?;
+        let on_complete = match &spec.snapshot {
+            Some(id) if !self.snapshots.is_held(id) => return Err(Error::SnapshotGone(id.clone())),
+            Some(id) => {
+                let (snapshots, id, relation) =
+                    (self.snapshots.clone(), id.clone(), spec.relation.clone());
+                Box::new(move || snapshots.completed(&id, &relation)) as Box<dyn FnOnce() + Send>
+            }
+            None => Box::new(|| {}),
+        };
+        let schema = schema_of(&spec.columns);
+        tracing::debug!(table = %spec.relation, resume = spec.resume_after.is_some(), "DoGet");
+        let batches = self.scanner.start(spec, on_complete);
+        let signer = self.planner.signer.clone();
+        let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
+        let resume = move |tid: crate::pgarrow::Tid| {
+            signer.sign(&crate::ticket::TicketBody {
+                resume_after: Some(Tid {
+                    block: tid.block,
+                    offset: u32::from(tid.offset),
+                }),
+                expires_at_ms: now_ms().saturating_add(ttl_ms),
+                ..body.clone()
+            })
+        };
+        Ok(Box::pin(flight_data(
+            schema,
+            batches,
+            resume,
+            self.metrics.clone(),
+        )))
+    }
+
     async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
         match action.r#type.as_str() {
             "refresh" => {
@@ -140,7 +179,7 @@ impl Service {
                 Ok(json!({ "tables": snapshot.tables().count() }))
             }
             "health" => {
-                let client = self.pool.get().await.map_err(DbError::from)?;
+                let client = self.scanner.pool.get().await.map_err(DbError::from)?;
                 client
                     .simple_query("SELECT 1")
                     .await
@@ -149,14 +188,10 @@ impl Service {
                 Ok(json!({ "status": "ok", "timescaledb": snapshot.timescaledb_version }))
             }
             "stats" => {
-                let cache = self.catalog.cache_stats();
-                Ok(json!({
-                    "held_snapshots": self.snapshots.count(),
-                    "active_scans": self.max_scans - self.scans.available_permits(),
-                    "max_concurrent_chunks": self.max_scans,
-                    "discovery_cache_hits": cache.hits,
-                    "discovery_cache_misses": cache.misses,
-                }))
+                let mut stats = self.metrics.json();
+                stats["held_snapshots"] = json!(self.snapshots.count());
+                stats["max_concurrent_chunks"] = json!(self.max_scans);
+                Ok(stats)
             }
             other => Err(Error::InvalidRequest(format!(
                 "unknown action {other:?}; known: refresh, health, stats"
@@ -193,8 +228,19 @@ impl FlightService for Service {
         &self,
         _request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        // Authentication (when configured) happens in the interceptor before this point.
-        Ok(Response::new(once(HandshakeResponse::default())))
+        // The interceptor already checked the caller (bearer token, or basic auth whose password is
+        // the token); hand back the bearer token, in the payload and in the header clients read.
+        let token = self.auth_token.clone().unwrap_or_default();
+        let mut response = Response::new(once(HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        }));
+        if !token.is_empty() {
+            if let Ok(v) = format!("Bearer {token}").parse() {
+                response.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(response)
     }
 
     async fn list_flights(
@@ -238,47 +284,14 @@ impl FlightService for Service {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let body = self
-            .planner
-            .signer
-            .verify(&request.get_ref().ticket, now_ms())
-            .map_err(Error::from)?;
-        let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
-        let spec = self.planner.resolve(&snapshot, &body)?;
-        let on_complete = match &spec.snapshot {
-            Some(id) if !self.snapshots.is_held(id) => {
-                return Err(Error::SnapshotGone(id.clone()).into())
-            }
-            Some(id) => {
-                let (snapshots, id, relation) =
-                    (self.snapshots.clone(), id.clone(), spec.relation.clone());
-                Box::new(move || snapshots.completed(&id, &relation)) as Box<dyn FnOnce() + Send>
-            }
-            None => Box::new(|| {}),
-        };
-        let schema = schema_of(&spec.columns);
-        let permit = self.scans.clone().acquire_owned();
-        let batches = scan::start(
-            self.pool.clone(),
-            spec,
-            async move { permit.await.ok() },
-            on_complete,
-        );
-        let signer = self.planner.signer.clone();
-        let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
-        let resume = move |tid: crate::pgarrow::Tid| {
-            signer.sign(&crate::ticket::TicketBody {
-                resume_after: Some(Tid {
-                    block: tid.block,
-                    offset: u32::from(tid.offset),
-                }),
-                expires_at_ms: now_ms().saturating_add(ttl_ms),
-                ..body.clone()
+        self.start_stream(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| {
+                let status = Status::from(e);
+                count_error(&self.metrics, &status);
+                status
             })
-        };
-        Ok(Response::new(Box::pin(flight_data(
-            schema, batches, resume,
-        ))))
     }
 
     async fn do_put(

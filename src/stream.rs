@@ -1,6 +1,8 @@
 //! The DoGet response: the schema message, then every batch as an Arrow IPC message whose
 //! `app_metadata` is a signed resume ticket for the rows after it.
 
+use std::sync::Arc;
+
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_flight::{FlightData, SchemaAsIpc};
@@ -11,16 +13,37 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::error::Error;
-use crate::pgarrow::{DecodedBatch, Tid};
+use crate::metrics::Metrics;
+use crate::pgarrow::Tid;
+use crate::scan::ScanItem;
+
+/// Counts a stream as active for as long as it exists.
+struct Active(Arc<Metrics>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.active_streams.dec();
+    }
+}
+
+/// Counts a DoGet that failed, before or during its stream.
+pub fn count_error(metrics: &Metrics, status: &Status) {
+    metrics
+        .errors
+        .with_label_values(&[&format!("{:?}", status.code())])
+        .inc();
+}
 
 /// Encodes the batches arriving on `batches` as FlightData. `resume_ticket` mints the ticket for the
 /// rows after a batch whose last row sits at the given position; batches without a position (no ctid
 /// tracking) carry no resume ticket. An error from the scan ends the stream with that error's status,
-/// never with a clean end of a truncated stream.
+/// never with a clean end of a truncated stream. A batch's memory reservation is returned once it is
+/// encoded.
 pub fn flight_data(
     schema: SchemaRef,
-    batches: mpsc::Receiver<Result<DecodedBatch, Error>>,
+    batches: mpsc::Receiver<ScanItem>,
     resume_ticket: impl Fn(Tid) -> Bytes + Send + 'static,
+    metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
     let options = IpcWriteOptions::default();
     let head: FlightData = SchemaAsIpc::new(&schema, &options).into();
@@ -28,15 +51,28 @@ pub fn flight_data(
     // Our schemas have no dictionary columns; the tracker is required by the API all the same.
     let mut dictionaries = DictionaryTracker::new(false);
     let mut context = Default::default();
+    metrics.active_streams.inc();
+    let active = Active(metrics);
     let body = ReceiverStream::new(batches).map(move |item| {
-        let decoded = item?;
-        let (_, encoded) = generator
-            .encode(&decoded.batch, &mut dictionaries, &options, &mut context)
-            .map_err(Error::from)?;
-        let data = FlightData::from(encoded);
-        Ok(match decoded.last_tid {
-            Some(tid) => data.with_app_metadata(resume_ticket(tid)),
-            None => data,
+        let metrics = &active.0;
+        let result = item.and_then(|(decoded, _reservation)| {
+            let (_, encoded) = generator
+                .encode(&decoded.batch, &mut dictionaries, &options, &mut context)
+                .map_err(Error::from)?;
+            let data = FlightData::from(encoded);
+            metrics.rows.inc_by(decoded.batch.num_rows() as u64);
+            metrics
+                .bytes
+                .inc_by((data.data_header.len() + data.data_body.len()) as u64);
+            Ok(match decoded.last_tid {
+                Some(tid) => data.with_app_metadata(resume_ticket(tid)),
+                None => data,
+            })
+        });
+        result.map_err(|e| {
+            let status = Status::from(e);
+            count_error(metrics, &status);
+            status
         })
     });
     futures::stream::once(async move { Ok(head) }).chain(body)

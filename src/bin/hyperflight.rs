@@ -34,19 +34,33 @@ enum LogFormat {
 enum Command {
     /// Serve Flight until SIGINT or SIGTERM.
     Serve(Overrides),
+    /// Print the effective settings (secrets redacted) and exit: 0 if valid, 2 if not.
+    CheckConfig(Overrides),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
-    let Command::Serve(overrides) = cli.command;
-    let config = match Settings::load(&overrides).and_then(Settings::validate) {
+    let (overrides, serve_it) = match cli.command {
+        Command::Serve(o) => (o, true),
+        Command::CheckConfig(o) => (o, false),
+    };
+    let settings = Settings::load(&overrides);
+    if !serve_it {
+        if let Ok(s) = &settings {
+            println!("{s:#?}");
+        }
+    }
+    let config = match settings.and_then(Settings::validate) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("hyperflight: {e}");
             return ExitCode::from(2);
         }
     };
+    if !serve_it {
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
