@@ -258,9 +258,10 @@ impl Settings {
             path: path.to_owned(),
             source,
         })?;
+        // The full message quotes the offending line, so it names the setting.
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.message().to_string(),
+            message: e.to_string(),
         })
     }
 
