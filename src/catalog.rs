@@ -546,6 +546,9 @@ async fn discover_columns(
 ) -> Result<BTreeMap<u32, Vec<Column>>, DbError> {
     let rows = client
         .query(
+            // Domains are resolved recursively, for columns and for array elements alike, taking
+            // the domain's typmod where the column has none. For arrays, pgarrow reads is_enum as
+            // "the element is an enum".
             "WITH RECURSIVE base(attrelid, attnum, name, typ, typmod) AS (
                  SELECT a.attrelid, a.attnum, a.attname::text, a.atttypid, a.atttypmod
                  FROM pg_catalog.pg_attribute a
@@ -554,18 +557,26 @@ async fn discover_columns(
                  SELECT b.attrelid, b.attnum, b.name, t.typbasetype,
                         CASE WHEN b.typmod = -1 THEN t.typtypmod ELSE b.typmod END
                  FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.typ
+                 WHERE t.typtype = 'd'),
+             col AS (
+                 SELECT b.* FROM base b JOIN pg_catalog.pg_type t ON t.oid = b.typ
+                 WHERE t.typtype <> 'd'),
+             elem(attrelid, attnum, typ, typmod) AS (
+                 SELECT c.attrelid, c.attnum, t.typelem, c.typmod
+                 FROM col c JOIN pg_catalog.pg_type t ON t.oid = c.typ
+                 WHERE t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
+               UNION ALL
+                 SELECT e.attrelid, e.attnum, t.typbasetype,
+                        CASE WHEN e.typmod = -1 THEN t.typtypmod ELSE e.typmod END
+                 FROM elem e JOIN pg_catalog.pg_type t ON t.oid = e.typ
                  WHERE t.typtype = 'd')
-             SELECT b.attrelid, b.name, b.typ, b.typmod,
-                    -- for arrays, pgarrow reads is_enum as: the element is an enum
-                    CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
-                         THEN et.typtype = 'e' ELSE t.typtype = 'e' END,
-                    CASE WHEN t.typcategory = 'A' AND t.typelem <> 0 AND t.typlen = -1
-                         THEN COALESCE(NULLIF(et.typbasetype, 0::oid), et.oid) END
-             FROM base b
-             JOIN pg_catalog.pg_type t ON t.oid = b.typ
-             LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem
-             WHERE t.typtype <> 'd'
-             ORDER BY b.attrelid, b.attnum",
+             SELECT c.attrelid, c.name, c.typ, coalesce(e.typmod, c.typmod),
+                    coalesce(et.typtype, t.typtype) = 'e', e.typ
+             FROM col c
+             JOIN pg_catalog.pg_type t ON t.oid = c.typ
+             LEFT JOIN (elem e JOIN pg_catalog.pg_type et ON et.oid = e.typ AND et.typtype <> 'd')
+                    ON e.attrelid = c.attrelid AND e.attnum = c.attnum
+             ORDER BY c.attrelid, c.attnum",
             &[&oids],
         )
         .await?;

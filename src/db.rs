@@ -25,8 +25,11 @@ pub fn pool(config: &Config) -> Pool {
     if pg.get_connect_timeout().is_none() {
         pg.connect_timeout(CONNECT_TIMEOUT);
     }
+    // The text of types read via ::text (money, point, ranges, …) depends on these settings: pin them
+    // so the output does not change with the database's defaults.
     let ours = format!(
-        "-c default_transaction_read_only=on -c statement_timeout={} -c idle_in_transaction_session_timeout={}",
+        "-c default_transaction_read_only=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
+         -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=1",
         CATALOG_STATEMENT_TIMEOUT.as_millis(),
         IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
     );

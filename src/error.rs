@@ -133,6 +133,13 @@ impl From<Error> for Status {
                 ),
                 DbError::Other(_) => (Code::Internal, "database error".into()),
             },
+            // A valid value outside what the Arrow type holds is not a server fault.
+            Error::Decode(d @ pgarrow::Error::Unrepresentable { .. }) => {
+                (Code::OutOfRange, format!("cannot convert data: {d}"))
+            }
+            Error::Decode(d @ pgarrow::Error::MultiDimensionalArray { .. }) => {
+                (Code::Unimplemented, format!("cannot convert data: {d}"))
+            }
             Error::Decode(d) => (Code::Internal, format!("cannot convert data: {d}")),
             Error::Arrow(_) => (Code::Internal, "cannot encode Arrow data".into()),
         };

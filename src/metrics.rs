@@ -89,18 +89,32 @@ impl Metrics {
         let gauge = |name: &str, help: &str| {
             reg(&registry, IntGauge::new(name, help).expect("valid metric"))
         };
+        let errors = reg(
+            &registry,
+            IntCounterVec::new(
+                Opts::new(STREAM_ERRORS, "DoGet streams ended by an error."),
+                &["code"],
+            )
+            .expect("valid metric"),
+        );
+        // Present at 0 from the start, so dashboards and alerts see the series before any error.
+        for code in [
+            tonic::Code::InvalidArgument,
+            tonic::Code::NotFound,
+            tonic::Code::FailedPrecondition,
+            tonic::Code::Unauthenticated,
+            tonic::Code::Unavailable,
+            tonic::Code::ResourceExhausted,
+            tonic::Code::OutOfRange,
+            tonic::Code::Internal,
+        ] {
+            errors.with_label_values(&[code_name(code)]);
+        }
         Metrics {
             rows: counter(ROWS_STREAMED, "Rows sent in DoGet streams."),
             bytes: counter(BYTES_STREAMED, "Arrow IPC bytes sent in DoGet streams."),
             chunks: counter(CHUNKS_STREAMED, "Endpoints read to their end."),
-            errors: reg(
-                &registry,
-                IntCounterVec::new(
-                    Opts::new(STREAM_ERRORS, "DoGet streams ended by an error."),
-                    &["code"],
-                )
-                .expect("valid metric"),
-            ),
+            errors,
             active_streams: gauge(ACTIVE_STREAMS, "DoGet streams open now."),
             active_scans: gauge(ACTIVE_SCANS, "Scans running now (max_concurrent_chunks)."),
             memory_reserved: gauge(MEMORY_RESERVED, "Bytes of decoded batches buffered now."),
@@ -157,6 +171,30 @@ impl Metrics {
             "chunk_stream_seconds_count": self.chunk_seconds.get_sample_count(),
             "chunk_stream_seconds_sum": self.chunk_seconds.get_sample_sum(),
         })
+    }
+}
+
+/// The canonical gRPC name of a status code (`INVALID_ARGUMENT`), the `code` label's values.
+pub fn code_name(code: tonic::Code) -> &'static str {
+    use tonic::Code::*;
+    match code {
+        Ok => "OK",
+        Cancelled => "CANCELLED",
+        Unknown => "UNKNOWN",
+        InvalidArgument => "INVALID_ARGUMENT",
+        DeadlineExceeded => "DEADLINE_EXCEEDED",
+        NotFound => "NOT_FOUND",
+        AlreadyExists => "ALREADY_EXISTS",
+        PermissionDenied => "PERMISSION_DENIED",
+        ResourceExhausted => "RESOURCE_EXHAUSTED",
+        FailedPrecondition => "FAILED_PRECONDITION",
+        Aborted => "ABORTED",
+        OutOfRange => "OUT_OF_RANGE",
+        Unimplemented => "UNIMPLEMENTED",
+        Internal => "INTERNAL",
+        Unavailable => "UNAVAILABLE",
+        DataLoss => "DATA_LOSS",
+        Unauthenticated => "UNAUTHENTICATED",
     }
 }
 
@@ -264,8 +302,15 @@ mod tests {
     #[test]
     fn render_names_every_metric() {
         let m = Metrics::new();
+        assert!(
+            m.render()
+                .contains("hyperflight_stream_errors_total{code=\"NOT_FOUND\"} 0"),
+            "error series exist before the first error"
+        );
         m.rows.inc_by(5);
-        m.errors.with_label_values(&["UNAVAILABLE"]).inc();
+        m.errors
+            .with_label_values(&[code_name(tonic::Code::Unavailable)])
+            .inc();
         m.chunk_seconds.observe(0.2);
         let text = m.render();
         for name in [

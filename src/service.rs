@@ -149,7 +149,8 @@ impl Service {
             None => Box::new(|| {}),
         };
         let schema = schema_of(&spec.columns);
-        tracing::debug!(table = %spec.relation, resume = spec.resume_after.is_some(), "DoGet");
+        let relation = spec.relation.to_string();
+        tracing::debug!(table = %body.table_name, relation, resume = spec.resume_after.is_some(), "DoGet");
         let batches = self.scanner.start(spec, on_complete);
         let signer = self.planner.signer.clone();
         let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
@@ -165,6 +166,7 @@ impl Service {
         };
         Ok(Box::pin(flight_data(
             schema,
+            relation,
             batches,
             resume,
             self.metrics.clone(),

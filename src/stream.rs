@@ -17,12 +17,27 @@ use crate::metrics::Metrics;
 use crate::pgarrow::Tid;
 use crate::scan::ScanItem;
 
-/// Counts a stream as active for as long as it exists.
-struct Active(Arc<Metrics>);
+/// One DoGet stream's life: counted as active while it exists, logged once when it ends.
+struct Active {
+    metrics: Arc<Metrics>,
+    relation: String,
+    started: std::time::Instant,
+    rows: u64,
+    bytes: u64,
+    failed: bool,
+}
 
 impl Drop for Active {
     fn drop(&mut self) {
-        self.0.active_streams.dec();
+        self.metrics.active_streams.dec();
+        tracing::info!(
+            relation = %self.relation,
+            rows = self.rows,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            outcome = if self.failed { "error" } else { "ended" },
+            "DoGet stream closed"
+        );
     }
 }
 
@@ -30,7 +45,7 @@ impl Drop for Active {
 pub fn count_error(metrics: &Metrics, status: &Status) {
     metrics
         .errors
-        .with_label_values(&[&format!("{:?}", status.code())])
+        .with_label_values(&[crate::metrics::code_name(status.code())])
         .inc();
 }
 
@@ -41,6 +56,7 @@ pub fn count_error(metrics: &Metrics, status: &Status) {
 /// encoded.
 pub fn flight_data(
     schema: SchemaRef,
+    relation: String,
     batches: mpsc::Receiver<ScanItem>,
     resume_ticket: impl Fn(Tid) -> Bytes + Send + 'static,
     metrics: Arc<Metrics>,
@@ -52,18 +68,29 @@ pub fn flight_data(
     let mut dictionaries = DictionaryTracker::new(false);
     let mut context = Default::default();
     metrics.active_streams.inc();
-    let active = Active(metrics);
+    let mut active = Active {
+        metrics,
+        relation,
+        started: std::time::Instant::now(),
+        rows: 0,
+        bytes: 0,
+        failed: false,
+    };
     let body = ReceiverStream::new(batches).map(move |item| {
-        let metrics = &active.0;
+        let metrics = active.metrics.clone();
         let result = item.and_then(|(decoded, _reservation)| {
             let (_, encoded) = generator
                 .encode(&decoded.batch, &mut dictionaries, &options, &mut context)
                 .map_err(Error::from)?;
             let data = FlightData::from(encoded);
-            metrics.rows.inc_by(decoded.batch.num_rows() as u64);
-            metrics
-                .bytes
-                .inc_by((data.data_header.len() + data.data_body.len()) as u64);
+            let (rows, bytes) = (
+                decoded.batch.num_rows() as u64,
+                (data.data_header.len() + data.data_body.len()) as u64,
+            );
+            metrics.rows.inc_by(rows);
+            metrics.bytes.inc_by(bytes);
+            active.rows += rows;
+            active.bytes += bytes;
             Ok(match decoded.last_tid {
                 Some(tid) => data.with_app_metadata(resume_ticket(tid)),
                 None => data,
@@ -71,7 +98,8 @@ pub fn flight_data(
         });
         result.map_err(|e| {
             let status = Status::from(e);
-            count_error(metrics, &status);
+            count_error(&metrics, &status);
+            active.failed = true;
             status
         })
     });

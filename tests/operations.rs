@@ -276,12 +276,11 @@ async fn a_client_that_goes_away_cancels_its_query() {
     let app = format!("hf_gone_{}", std::process::id());
     let url = format!("{}?application_name={app}", fixture_url());
     let db = pg(fixture_url()).await;
+    let s = format!("t_gone_{}", std::process::id());
+    big_table(&db, &s).await;
     let server = TestServer::start(config(&url)).await;
     let mut client = server.client().await;
-    let info = client
-        .get_flight_info(path("public", "metrics"))
-        .await
-        .unwrap();
+    let info = client.get_flight_info(path(&s, "big")).await.unwrap();
 
     async fn backends(db: &tokio_postgres::Client, app: &str) -> i64 {
         db.query_one(
@@ -316,6 +315,9 @@ async fn a_client_that_goes_away_cancels_its_query() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

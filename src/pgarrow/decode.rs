@@ -750,9 +750,15 @@ impl Builder {
                 let days = i32::from_be_bytes(fixed(v)?);
                 b.push(match days {
                     i32::MAX | i32::MIN => days, // infinity, -infinity
-                    _ => days.checked_add(PG_EPOCH_DAYS).ok_or_else(|| {
-                        ValueError::Unrepresentable(format!("date {days} days after 2000-01-01"))
-                    })?,
+                    // A finite date must not land on the infinity sentinels.
+                    _ => days
+                        .checked_add(PG_EPOCH_DAYS)
+                        .filter(|d| *d != i32::MAX)
+                        .ok_or_else(|| {
+                            ValueError::Unrepresentable(format!(
+                                "date {days} days after 2000-01-01"
+                            ))
+                        })?,
                 });
             }
             Builder::Time(b) => {
@@ -847,15 +853,22 @@ impl Builder {
 }
 
 /// PostgreSQL µs since 2000 → µs since 1970, keeping ±infinity as `i64::MAX` / `i64::MIN`.
+/// A finite value that would land on `i64::MAX` (294247-01-10 04:00:54.775807) is an error, not
+/// +infinity.
 #[inline]
 fn timestamp(micros: i64) -> Result<i64, ValueError> {
     match micros {
         i64::MAX | i64::MIN => Ok(micros),
-        _ => micros.checked_add(PG_EPOCH_MICROS).ok_or_else(|| {
-            ValueError::Unrepresentable(format!(
-                "timestamp {micros} µs after 2000-01-01 overflows µs since 1970"
-            ))
-        }),
+        _ => micros
+            .checked_add(PG_EPOCH_MICROS)
+            .filter(|m| *m != i64::MAX)
+            .ok_or_else(|| {
+                ValueError::Unrepresentable(format!(
+                    "timestamp {micros} µs after 2000-01-01 is later than \
+                     294247-01-10 04:00:54.775806, the last µs since 1970 can hold \
+                     (i64::MAX stands for infinity)"
+                ))
+            }),
     }
 }
 

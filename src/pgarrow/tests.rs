@@ -591,6 +591,22 @@ fn temporal_overflow_is_an_error() {
         matches!(&e, Error::Unrepresentable { column, .. } if column == "ts"),
         "{e}"
     );
+    // The last finite µs that fits (294247-01-10 04:00:54.775806) is kept; the next one would be
+    // i64::MAX, which means +infinity, so it is an error rather than a silent infinity.
+    let max = i64::MAX - 946_684_800_000_000;
+    let batch = one_batch(&ts, &[vec![be((max - 1).to_be_bytes())]]);
+    assert_eq!(
+        batch
+            .column(0)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .value(0),
+        i64::MAX - 1
+    );
+    let e = decode_err(&ts, &[vec![be(max.to_be_bytes())]]);
+    assert!(
+        matches!(&e, Error::Unrepresentable { column, .. } if column == "ts"),
+        "{e}"
+    );
     let iv = [plan_column("iv", &pg(1186))];
     let e = decode_err(&iv, &[vec![interval(i64::MAX / 999, 0, 0)]]);
     assert!(
@@ -605,6 +621,12 @@ fn temporal_overflow_is_an_error() {
     );
     let d = [plan_column("d", &pg(1082))];
     let e = decode_err(&d, &[vec![be((i32::MAX - 5).to_be_bytes())]]);
+    assert!(
+        matches!(&e, Error::Unrepresentable { column, .. } if column == "d"),
+        "{e}"
+    );
+    // A finite date that would land on i32::MAX (+infinity) is an error, not infinity.
+    let e = decode_err(&d, &[vec![be((i32::MAX - 10_957).to_be_bytes())]]);
     assert!(
         matches!(&e, Error::Unrepresentable { column, .. } if column == "d"),
         "{e}"

@@ -11,7 +11,7 @@
 //! | `bytea` (17)                             | `Binary`                                | |
 //! | `date` (1082)                            | `Date32`                                | days since 1970; `±infinity` → `i32::MAX` / `i32::MIN` |
 //! | `time` (1083)                            | `Time64(µs)`                            | |
-//! | `timestamp` (1114)                       | `Timestamp(µs, None)`                   | µs since 1970; `±infinity` → `i64::MAX` / `i64::MIN`; a finite value out of range → [`Error::Unrepresentable`] |
+//! | `timestamp` (1114)                       | `Timestamp(µs, None)`                   | µs since 1970; `±infinity` → `i64::MAX` / `i64::MIN`; a finite value after 294247-01-10 04:00:54.775806 (which would overflow, or meet the `i64::MAX` sentinel) → [`Error::Unrepresentable`] |
 //! | `timestamptz` (1184)                     | `Timestamp(µs, "UTC")`                  | as `timestamp` |
 //! | `interval` (1186)                        | `Interval(MonthDayNano)`                | nanos = µs × 1000, overflow → [`Error::Unrepresentable`]; `±infinity` (PostgreSQL 17) → all three fields `MAX` / `MIN` |
 //! | `uuid` (2950)                            | `FixedSizeBinary(16)`, extension `arrow.uuid` | |

@@ -11,7 +11,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import psycopg
 import pytest
@@ -75,7 +75,7 @@ def server(database_url: str) -> Iterator[str]:
     log = open(log_path, "w")
     proc = subprocess.Popen(
         [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
-         "--batch-rows", "4096"],
+         "--batch-rows", "4096", "--metrics-listen", ""],
         stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
     )
 
@@ -106,3 +106,108 @@ def server(database_url: str) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+# --- Servers of a test's own (test_ops.py): each with its own flags, port and log, always stopped ---
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    return _free_port()
+
+
+class ServerProcess:
+    """A hyperflight server process started by :func:`start_server`."""
+
+    def __init__(self, proc: subprocess.Popen, url: str, metrics_url: Optional[str], log_path: Path, log):
+        self.proc = proc
+        self.pid = proc.pid
+        self.url = url
+        self.metrics_url = metrics_url  # http://127.0.0.1:PORT/metrics, or None
+        self.log_path = log_path
+        self._log = log
+
+    def log_tail(self, chars: int = 4000) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")[-chars:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if not self._log.closed:
+            self._log.close()
+
+
+def start_server(
+    database_url: str,
+    *flags: str,
+    name: str = "ops",
+    token: Optional[str] = None,
+    tls_root_certs: Optional[bytes] = None,
+    metrics: bool = True,
+) -> ServerProcess:
+    """Starts the server binary on a free port with ``flags`` and waits until DoAction health answers
+    (with ``token`` and over TLS with ``tls_root_certs`` when given). ``metrics`` serves /metrics on a
+    free port too; otherwise it is disabled, so the default 127.0.0.1:9469 is never contended. The log
+    is ``.hyperflight/pytest-<name>.log``. The caller stops the server (``stop()``)."""
+    import pyarrow.flight as flight
+
+    binary = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
+    if not binary.is_file():
+        pytest.fail(f"server binary {binary} is missing: run `cargo build --bin hyperflight` "
+                    "or set HYPERFLIGHT_BIN", pytrace=False)
+    port = free_port()
+    url = f"grpc{'+tls' if tls_root_certs is not None else ''}://127.0.0.1:{port}"
+    metrics_port = free_port() if metrics else None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
+    env.setdefault("RUST_LOG", "info")
+    log_path = REPO / ".hyperflight" / f"pytest-{name}.log"
+    log_path.parent.mkdir(exist_ok=True)
+    log = open(log_path, "w")
+    args = [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
+            "--metrics-listen", f"127.0.0.1:{metrics_port}" if metrics_port else "", *flags]
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+    server = ServerProcess(proc, url, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
+                           log_path, log)
+    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    options = flight.FlightCallOptions(headers=headers, timeout=2)
+    tls = {"tls_root_certs": tls_root_certs} if tls_root_certs is not None else {}
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        if proc.poll() is not None:
+            server.stop()
+            pytest.fail(f"server exited with {proc.returncode} at startup:\n{server.log_tail()}", pytrace=False)
+        try:
+            with flight.FlightClient(url, **tls) as client:
+                list(client.do_action(flight.Action("health", b""), options))
+            return server
+        except Exception as exc:  # not listening yet, or not healthy yet
+            if time.monotonic() > deadline:
+                server.stop()
+                pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s ({exc}):\n{server.log_tail()}",
+                            pytrace=False)
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def server_factory(database_url: str, request) -> Iterator:
+    """``server_factory(*flags, **kw)`` starts a server of this test's own (see :func:`start_server`);
+    every server it started is stopped when the test ends, whatever the outcome."""
+    started: list = []
+
+    def factory(*flags: str, **kw) -> ServerProcess:
+        kw.setdefault("name", f"ops-{request.node.name}")
+        s = start_server(database_url, *flags, **kw)
+        started.append(s)
+        return s
+
+    try:
+        yield factory
+    finally:
+        for s in started:
+            s.stop()
