@@ -275,14 +275,7 @@ async fn health_and_refresh_actions() {
     let server = TestServer::start(config(url)).await;
     let mut client = server.client().await;
 
-    let health: Vec<bytes::Bytes> = client
-        .do_action(Action::new("health", ""))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    let health: Value = serde_json::from_slice(&health[0]).unwrap();
+    let health = action_json(&mut client, "health").await;
     assert_eq!(health["status"], "ok");
     assert!(health["timescaledb"].as_str().unwrap().starts_with("2."));
 
@@ -302,13 +295,7 @@ async fn health_and_refresh_actions() {
         tonic::Code::NotFound,
         "cached discovery does not see it yet"
     );
-    client
-        .do_action(Action::new("refresh", ""))
-        .await
-        .unwrap()
-        .try_collect::<Vec<_>>()
-        .await
-        .unwrap();
+    action_json(&mut client, "refresh").await;
     let info = client
         .get_flight_info(path("public", &table))
         .await

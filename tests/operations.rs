@@ -276,8 +276,7 @@ async fn a_client_that_goes_away_cancels_its_query() {
     let app = format!("hf_gone_{}", std::process::id());
     let url = format!("{}?application_name={app}", fixture_url());
     let db = pg(fixture_url()).await;
-    let s = format!("t_gone_{}", std::process::id());
-    big_table(&db, &s).await;
+    let s = big_table(&db, "t_gone").await;
     let server = TestServer::start(config(&url)).await;
     let mut client = server.client().await;
     let info = client.get_flight_info(path(&s, "big")).await.unwrap();
@@ -315,9 +314,7 @@ async fn a_client_that_goes_away_cancels_its_query() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -361,20 +358,19 @@ async fn background_rediscovery_finds_new_chunks() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 /// A plain table of this test's own, large enough (~40 MB) that its stream cannot sit whole in
 /// HTTP/2 windows and socket buffers: the server is still sending when the client stalls.
-async fn big_table(db: &tokio_postgres::Client, schema: &str) {
+async fn big_table(db: &tokio_postgres::Client, prefix: &str) -> String {
+    let s = scratch_schema(db, prefix).await;
     db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema};
-         CREATE TABLE {schema}.big AS SELECT g AS id, repeat('x', 120) AS pad FROM generate_series(1, 300000) g;"
+        "CREATE TABLE {s}.big AS SELECT g AS id, repeat('x', 120) AS pad FROM generate_series(1, 300000) g;"
     ))
     .await
     .unwrap();
+    s
 }
 
 /// The server binary on a free port against the fixture; killed when dropped.
@@ -452,8 +448,7 @@ impl Drop for ServerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_running_stream_finish_then_exits_0() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_term_{}", std::process::id());
-    big_table(&db, &s).await;
+    let s = big_table(&db, "t_term").await;
     let mut server =
         ServerProcess::start(&["--batch-rows", "1024", "--shutdown-grace-seconds", "20"]);
     let mut client = server.client().await;
@@ -474,16 +469,13 @@ async fn sigterm_lets_a_running_stream_finish_then_exits_0() {
     assert_eq!(rows, 300_000, "the stream running at SIGTERM completed");
     let status = server.exit_within(Duration::from_secs(10)).await;
     assert_eq!(status.code(), Some(0));
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_with_a_stalled_client_exits_0_after_the_grace_period() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_stall_{}", std::process::id());
-    big_table(&db, &s).await;
+    let s = big_table(&db, "t_stall").await;
     let mut server =
         ServerProcess::start(&["--batch-rows", "1024", "--shutdown-grace-seconds", "2"]);
     let mut client = server.client().await;
@@ -503,7 +495,5 @@ async fn sigterm_with_a_stalled_client_exits_0_after_the_grace_period() {
         "it waited for the stream first"
     );
     drop(stream);
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }

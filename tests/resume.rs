@@ -6,7 +6,6 @@ mod common;
 
 use arrow_flight::{FlightInfo, Ticket};
 use common::*;
-use futures::TryStreamExt;
 use hyperflight::ticket::{TicketBody, TicketSigner};
 use serde_json::Value;
 
@@ -130,13 +129,9 @@ async fn tampered_expired_and_foreign_tickets_are_refused() {
         .await
         .err()
         .unwrap();
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => {
-            assert_eq!(s.code(), tonic::Code::InvalidArgument);
-            assert!(s.message().contains("expired"), "{}", s.message());
-        }
-        other => panic!("{other:?}"),
-    }
+    let s = status(e);
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("expired"), "{}", s.message());
 
     // Validly signed, but naming relations discovery does not expose.
     let later = i64::MAX;
@@ -203,28 +198,15 @@ async fn vacuum_full_between_batches_is_failed_precondition() {
         .await
         .err()
         .unwrap();
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => {
-            assert_eq!(s.code(), tonic::Code::FailedPrecondition);
-            assert!(s.message().contains("re-plan"), "{}", s.message());
-        }
-        other => panic!("{other:?}"),
-    }
+    let s = status(e);
+    assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+    assert!(s.message().contains("re-plan"), "{}", s.message());
     // Re-planning reads the rewritten chunk completely.
-    let refreshed: Vec<_> = client
-        .do_action(arrow_flight::Action::new("refresh", ""))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    assert_eq!(refreshed.len(), 1);
+    action_json(&mut client, "refresh").await;
     let info = client.get_flight_info(path(&schema, "m")).await.unwrap();
     let want = metrics_rows_sql(&db, &metrics_canonical_sql(&format!("{schema}.m"))).await;
     assert_same_rows(&metrics_rows(&read_all(&server, &info).await), &want);
-    db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &schema).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,13 +231,9 @@ async fn dropped_chunk_is_not_found_for_that_endpoint_only() {
         .await
         .err()
         .unwrap();
-    match e {
-        arrow_flight::error::FlightError::Tonic(s) => {
-            assert_eq!(s.code(), tonic::Code::NotFound);
-            assert!(s.message().contains(&dropped), "{}", s.message());
-        }
-        other => panic!("{other:?}"),
-    }
+    let s = status(e);
+    assert_eq!(s.code(), tonic::Code::NotFound);
+    assert!(s.message().contains(&dropped), "{}", s.message());
     let mut rest = Vec::new();
     for e in &info.endpoint[1..] {
         rest.extend(
@@ -267,7 +245,5 @@ async fn dropped_chunk_is_not_found_for_that_endpoint_only() {
     }
     let want = metrics_rows_sql(&db, &metrics_canonical_sql(&format!("{schema}.m"))).await;
     assert_same_rows(&metrics_rows(&rest), &want);
-    db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &schema).await;
 }

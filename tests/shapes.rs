@@ -73,10 +73,9 @@ async fn count_chunks(db: &tokio_postgres::Client, table: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn integer_dimension_hypertable() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_int_{}", std::process::id());
+    let s = scratch_schema(&db, "t_int").await;
     db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};
-         CREATE TABLE {s}.i (t bigint NOT NULL, v int, label text);
+        "CREATE TABLE {s}.i (t bigint NOT NULL, v int, label text);
          SELECT create_hypertable('{s}.i', 't', chunk_time_interval => 1000);
          CREATE FUNCTION {s}.now_i() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 5000::bigint';
          SELECT set_integer_now_func('{s}.i', '{s}.now_i');
@@ -116,18 +115,15 @@ async fn integer_dimension_hypertable() {
     )
     .await;
     assert_same_rows(&rows_text(&read_all(&server, &info).await), &want);
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn space_partitioned_hypertable_has_an_endpoint_per_chunk() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_space_{}", std::process::id());
+    let s = scratch_schema(&db, "t_space").await;
     db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};
-         CREATE TABLE {s}.sp (time timestamptz NOT NULL, device int NOT NULL, v float8);
+        "CREATE TABLE {s}.sp (time timestamptz NOT NULL, device int NOT NULL, v float8);
          SELECT create_hypertable('{s}.sp', 'time', 'device', 3, chunk_time_interval => interval '1 day');
          INSERT INTO {s}.sp SELECT timestamptz '2026-10-01 00:00:00+00' + g * interval '1 minute',
                                    g % 30, g + 0.5
@@ -158,9 +154,7 @@ async fn space_partitioned_hypertable_has_an_endpoint_per_chunk() {
     )
     .await;
     assert_same_rows(&rows_text(&read_all(&server, &info).await), &want);
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,10 +243,9 @@ async fn quoted_names_and_dropped_columns() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn native_partitions_are_endpoints_and_not_tables() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_part_{}", std::process::id());
+    let s = scratch_schema(&db, "t_part").await;
     db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};
-         CREATE TABLE {s}.p (k int NOT NULL, v text) PARTITION BY RANGE (k);
+        "CREATE TABLE {s}.p (k int NOT NULL, v text) PARTITION BY RANGE (k);
          CREATE TABLE {s}.p_low PARTITION OF {s}.p FOR VALUES FROM (0) TO (100);
          CREATE TABLE {s}.p_mid PARTITION OF {s}.p FOR VALUES FROM (100) TO (200) PARTITION BY LIST (v);
          CREATE TABLE {s}.p_mid_a PARTITION OF {s}.p_mid FOR VALUES IN ('a');
@@ -279,18 +272,15 @@ async fn native_partitions_are_endpoints_and_not_tables() {
     );
     let want = sql_text(&db, &format!("SELECT k::text, v FROM {s}.p")).await;
     assert_same_rows(&rows_text(&read_all(&server, &info).await), &want);
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_plain_table_is_split_into_block_ranges() {
     let db = pg(fixture_url()).await;
-    let s = format!("t_blocks_{}", std::process::id());
+    let s = scratch_schema(&db, "t_blocks").await;
     db.batch_execute(&format!(
-        "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};
-         CREATE TABLE {s}.big (id int, pad text);
+        "CREATE TABLE {s}.big (id int, pad text);
          INSERT INTO {s}.big SELECT g, repeat('x', 100 + g % 50) FROM generate_series(1, 40000) g;
          CREATE TABLE {s}.child (extra int) INHERITS ({s}.big);
          INSERT INTO {s}.child SELECT -g, 'child', g FROM generate_series(1, 10) g;
@@ -325,9 +315,7 @@ async fn large_plain_table_is_split_into_block_ranges() {
     let want = sql_text(&db, &format!("SELECT id::text, pad FROM ONLY {s}.big")).await;
     assert_eq!(want.len(), 40_000);
     assert_same_rows(&rows_text(&read_all(&server, &info).await), &want);
-    db.batch_execute(&format!("DROP SCHEMA {s} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -353,17 +341,7 @@ async fn database_without_timescaledb_serves_its_tables() {
     .unwrap();
     let server = TestServer::start(config(&url)).await;
     let mut client = server.client().await;
-    let health: Vec<bytes::Bytes> = {
-        use futures::TryStreamExt;
-        client
-            .do_action(arrow_flight::Action::new("health", ""))
-            .await
-            .unwrap()
-            .try_collect()
-            .await
-            .unwrap()
-    };
-    let health: Value = serde_json::from_slice(&health[0]).unwrap();
+    let health = action_json(&mut client, "health").await;
     assert_eq!(health["timescaledb"], Value::Null);
     let info = client.get_flight_info(path("public", &t)).await.unwrap();
     let want = sql_text(

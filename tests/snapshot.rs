@@ -4,28 +4,16 @@
 
 mod common;
 
-use arrow_flight::{Action, FlightDescriptor, Ticket};
+use arrow_flight::{FlightDescriptor, Ticket};
 use common::*;
-use futures::TryStreamExt;
 use hyperflight::ticket::proto::SignedTicket;
 use hyperflight::ticket::TicketBody;
 use prost::Message;
-use serde_json::{json, Value};
+use serde_json::json;
 
 fn snapshot_of(ticket: &Ticket) -> String {
     let signed = SignedTicket::decode(ticket.ticket.clone()).unwrap();
     TicketBody::decode(signed.body.as_slice()).unwrap().snapshot
-}
-
-async fn stats(client: &mut arrow_flight::FlightClient) -> Value {
-    let r: Vec<bytes::Bytes> = client
-        .do_action(Action::new("stats", ""))
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    serde_json::from_slice(&r[0]).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +41,7 @@ async fn parallel_read_under_writes_equals_the_snapshot() {
             "one snapshot for all endpoints"
         );
     }
-    assert_eq!(stats(&mut client).await["held_snapshots"], 1);
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 1);
 
     // What the table looked like in that snapshot, read by the test itself.
     let mut check = pg(url).await;
@@ -100,13 +88,11 @@ async fn parallel_read_under_writes_equals_the_snapshot() {
     assert_same_rows(&got, &want);
 
     // Every endpoint was read to its end: the snapshot is released, its tickets are void.
-    assert_eq!(stats(&mut client).await["held_snapshots"], 0);
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 0);
     let e = read_ticket(&mut client, info.endpoint[0].ticket.clone().unwrap())
         .await
         .err()
         .unwrap();
     assert_eq!(code(e), tonic::Code::FailedPrecondition);
-    db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
+    drop_schema(&db, &schema).await;
 }

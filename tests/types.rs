@@ -1296,14 +1296,6 @@ async fn projected_columns_read_the_same_values() {
     assert_same_values(&wanted, &flight, &sql);
 }
 
-/// The gRPC status a failed read ended with.
-fn status(e: FlightError) -> tonic::Status {
-    match e {
-        FlightError::Tonic(s) => *s,
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
-}
-
 async fn read_table(client: &mut FlightClient, table: &str) -> Result<usize, FlightError> {
     let info = client.get_flight_info(path(SCHEMA, table)).await?;
     let mut rows = 0;

@@ -148,10 +148,7 @@ pub fn path(schema: &str, table: &str) -> FlightDescriptor {
 
 /// The gRPC code of a failed call.
 pub fn code(e: FlightError) -> tonic::Code {
-    match e {
-        FlightError::Tonic(s) => s.code(),
-        other => panic!("expected a gRPC status, got {other:?}"),
-    }
+    status(e).code()
 }
 
 /// One endpoint's batches and each batch's app_metadata (its resume ticket).
@@ -305,4 +302,44 @@ pub fn assert_same_rows(flight: &[String], sql: &[String]) {
         );
     }
     assert_eq!(flight.len(), sql.len(), "row counts differ");
+}
+
+/// A fresh, empty schema named `<prefix>_<pid>` for one test's own objects (dropped first if a
+/// crashed run left it behind). Remove it with [`drop_schema`].
+pub async fn scratch_schema(db: &tokio_postgres::Client, prefix: &str) -> String {
+    let s = format!("{prefix}_{}", std::process::id());
+    db.batch_execute(&format!(
+        "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};"
+    ))
+    .await
+    .unwrap();
+    s
+}
+
+/// Drops a schema made by [`scratch_schema`] or [`private_hypertable`].
+pub async fn drop_schema(db: &tokio_postgres::Client, schema: &str) {
+    db.batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+        .await
+        .unwrap();
+}
+
+/// The gRPC status of a failed call.
+pub fn status(e: FlightError) -> tonic::Status {
+    match e {
+        FlightError::Tonic(s) => *s,
+        other => panic!("expected a gRPC status, got {other:?}"),
+    }
+}
+
+/// Runs a DoAction and parses its one JSON result.
+pub async fn action_json(client: &mut FlightClient, action: &str) -> serde_json::Value {
+    let results: Vec<Bytes> = client
+        .do_action(arrow_flight::Action::new(action.to_string(), ""))
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(results.len(), 1, "{action} returns one result");
+    serde_json::from_slice(&results[0]).unwrap()
 }
