@@ -374,7 +374,8 @@ async fn big_table(db: &tokio_postgres::Client, prefix: &str) -> String {
 }
 
 /// The server binary on a free port against the fixture; killed when dropped.
-struct ServerProcess(std::process::Child, String);
+/// Its stderr goes to a file, for tests that read the logs.
+struct ServerProcess(std::process::Child, String, std::path::PathBuf);
 
 impl ServerProcess {
     fn start(extra: &[&str]) -> ServerProcess {
@@ -393,15 +394,16 @@ impl ServerProcess {
             &listen,
             "--metrics-listen",
             "",
-        ])
-        .args(extra)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        ]);
+        let log = std::env::temp_dir().join(format!("hf-server-{}-{port}.log", std::process::id()));
+        cmd.args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
         for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
             cmd.env_remove(k);
         }
-        ServerProcess(cmd.spawn().unwrap(), format!("http://{listen}"))
+        ServerProcess(cmd.spawn().unwrap(), format!("http://{listen}"), log)
     }
 
     async fn client(&self) -> arrow_flight::FlightClient {
@@ -442,7 +444,45 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.2);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_one_event_per_stream() {
+    let mut server = ServerProcess::start(&["--log-format", "json"]);
+    let mut client = server.client().await;
+    let info = client
+        .get_flight_info(path("public", "devices"))
+        .await
+        .unwrap();
+    let rows = read_ticket(&mut client, info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(row_count(&rows.batches), 100);
+    drop(client);
+    server.sigterm();
+    assert_eq!(
+        server.exit_within(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+
+    let log = std::fs::read_to_string(&server.2).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let closed: Vec<_> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "DoGet stream closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    let f = &closed[0]["fields"];
+    assert_eq!(f["relation"], "public.devices");
+    assert_eq!(f["rows"], 100);
+    assert!(f["bytes"].as_u64().unwrap() > 0);
+    assert!(f["duration_ms"].is_u64());
+    assert_eq!(f["outcome"], "ended");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
