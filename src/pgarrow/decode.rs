@@ -465,35 +465,27 @@ impl<T: ArrowPrimitiveType> Prim<T> {
     }
 }
 
-/// Offsets, bytes and validity of a text or binary column.
-struct Var {
+/// Offsets and validity of a variable-length column: text, binary, or a list.
+struct Ends {
     offsets: Vec<i32>,
-    data: Vec<u8>,
     nulls: NullBufferBuilder,
 }
 
-impl Var {
+impl Ends {
     fn new(reserve: usize) -> Self {
         let mut offsets = Vec::with_capacity(reserve + 1);
         offsets.push(0);
-        Var {
+        Ends {
             offsets,
-            data: Vec::new(),
             nulls: NullBufferBuilder::new(reserve),
         }
     }
 
+    /// Ends a non-null value at `end` (bytes or items so far); `what` names the unit for the error.
     #[inline]
-    fn push(&mut self, v: &[u8]) -> Result<(), ValueError> {
-        self.data.extend_from_slice(v);
-        self.commit()
-    }
-
-    /// Ends a value whose bytes were written to `data`.
-    #[inline]
-    fn commit(&mut self) -> Result<(), ValueError> {
-        let end = i32::try_from(self.data.len()).map_err(|_| {
-            ValueError::Unrepresentable("more than 2 GiB of values in one batch".to_owned())
+    fn push(&mut self, end: usize, what: &str) -> Result<(), ValueError> {
+        let end = i32::try_from(end).map_err(|_| {
+            ValueError::Unrepresentable(format!("more than 2^31 {what} in one batch"))
         })?;
         self.offsets.push(end);
         self.nulls.append_non_null();
@@ -506,16 +498,47 @@ impl Var {
         self.nulls.append_null();
     }
 
-    fn finish(&mut self) -> (OffsetBuffer<i32>, Buffer, Option<arrow::buffer::NullBuffer>) {
+    fn finish(&mut self) -> (OffsetBuffer<i32>, Option<arrow::buffer::NullBuffer>) {
         let mut next = Vec::with_capacity(self.offsets.len());
         next.push(0);
         let offsets = std::mem::replace(&mut self.offsets, next);
-        let data = take_vec(&mut self.data);
-        (
-            OffsetBuffer::new(offsets.into()),
-            Buffer::from_vec(data),
-            self.nulls.finish(),
-        )
+        (OffsetBuffer::new(offsets.into()), self.nulls.finish())
+    }
+}
+
+/// Offsets, bytes and validity of a text or binary column.
+struct Var {
+    ends: Ends,
+    data: Vec<u8>,
+}
+
+impl Var {
+    fn new(reserve: usize) -> Self {
+        Var {
+            ends: Ends::new(reserve),
+            data: Vec::new(),
+        }
+    }
+
+    #[inline]
+    fn push(&mut self, v: &[u8]) -> Result<(), ValueError> {
+        self.data.extend_from_slice(v);
+        self.commit()
+    }
+
+    /// Ends a value whose bytes were written to `data`.
+    #[inline]
+    fn commit(&mut self) -> Result<(), ValueError> {
+        self.ends.push(self.data.len(), "bytes of values")
+    }
+
+    fn push_null(&mut self) {
+        self.ends.push_null();
+    }
+
+    fn finish(&mut self) -> (OffsetBuffer<i32>, Buffer, Option<arrow::buffer::NullBuffer>) {
+        let (offsets, nulls) = self.ends.finish();
+        (offsets, Buffer::from_vec(take_vec(&mut self.data)), nulls)
     }
 
     fn finish_utf8(&mut self) -> Result<ArrayRef, ValueError> {
@@ -529,9 +552,8 @@ impl Var {
 
 /// A one-dimensional array column: list offsets and validity around an element builder.
 struct ListCol {
-    offsets: Vec<i32>,
+    ends: Ends,
     items: usize,
-    nulls: NullBufferBuilder,
     item: Builder,
     field: FieldRef,
 }
@@ -568,32 +590,18 @@ impl ListCol {
                 "bytes after the array's last element",
             ));
         }
-        let end = i32::try_from(self.items).map_err(|_| {
-            ValueError::Unrepresentable("more than 2^31 array elements in one batch".to_owned())
-        })?;
-        self.offsets.push(end);
-        self.nulls.append_non_null();
-        Ok(())
+        self.ends.push(self.items, "array elements")
     }
 
     fn push_null(&mut self) {
-        let end = self.offsets.last().copied().unwrap_or(0);
-        self.offsets.push(end);
-        self.nulls.append_null();
+        self.ends.push_null();
     }
 
     fn finish(&mut self) -> Result<ArrayRef, ValueError> {
-        let mut next = Vec::with_capacity(self.offsets.len());
-        next.push(0);
-        let offsets = std::mem::replace(&mut self.offsets, next);
+        let (offsets, nulls) = self.ends.finish();
         self.items = 0;
         let values = self.item.finish()?;
-        let list = ListArray::try_new(
-            self.field.clone(),
-            OffsetBuffer::new(offsets.into()),
-            values,
-            self.nulls.finish(),
-        )?;
+        let list = ListArray::try_new(self.field.clone(), offsets, values, nulls)?;
         Ok(Arc::new(list))
     }
 }
@@ -662,12 +670,9 @@ impl Builder {
                     DataType::List(item) => item.clone(),
                     _ => Arc::new(s.field("item")),
                 };
-                let mut offsets = Vec::with_capacity(reserve + 1);
-                offsets.push(0);
                 Builder::List(Box::new(ListCol {
-                    offsets,
+                    ends: Ends::new(reserve),
                     items: 0,
-                    nulls: NullBufferBuilder::new(reserve),
                     item: Builder::scalar(s, reserve),
                     field: item,
                 }))
