@@ -1,0 +1,178 @@
+"""hyperflight-airbyte against the Airbyte protocol models: every line it prints must validate.
+
+The adapter binary is ``$HYPERFLIGHT_AIRBYTE_BIN`` (default: next to ``$HYPERFLIGHT_BIN``, else
+``<repo>/target/debug/hyperflight-airbyte``). The catalog given to ``read`` is a
+``ConfiguredAirbyteCatalog`` built from what ``discover`` printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+from airbyte_protocol.models import (
+    AirbyteMessage,
+    ConfiguredAirbyteCatalog,
+    ConfiguredAirbyteStream,
+    DestinationSyncMode,
+    Status,
+    SyncMode,
+    TraceType,
+    Type,
+)
+from airbyte_protocol.models import well_known_types as wkt
+
+from conftest import REPO, TEST_ROWS
+
+# The payload key each message type must carry.
+PAYLOAD = {
+    Type.SPEC: "spec",
+    Type.CONNECTION_STATUS: "connectionStatus",
+    Type.CATALOG: "catalog",
+    Type.RECORD: "record",
+    Type.STATE: "state",
+    Type.LOG: "log",
+    Type.TRACE: "trace",
+}
+
+
+@pytest.fixture(scope="module")
+def adapter() -> Path:
+    default = REPO / "target/debug/hyperflight-airbyte"
+    if "HYPERFLIGHT_BIN" in os.environ:
+        default = Path(os.environ["HYPERFLIGHT_BIN"]).with_name("hyperflight-airbyte")
+    binary = Path(os.environ.get("HYPERFLIGHT_AIRBYTE_BIN", default))
+    if not binary.is_file():
+        pytest.fail(f"adapter binary {binary} is missing: run `cargo build --bins` "
+                    "or set HYPERFLIGHT_AIRBYTE_BIN", pytrace=False)
+    return binary
+
+
+@pytest.fixture(scope="module")
+def config_file(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    url = urlparse(database_url)
+    config = {
+        "host": url.hostname, "port": url.port, "database": url.path.lstrip("/"),
+        "username": url.username, "password": "unused-under-trust",
+        "schemas": ["public"], "timescaledb_max_concurrent_chunks": 2,
+    }
+    path = tmp_path_factory.mktemp("airbyte") / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def run(adapter: Path, *args: str, expect_code: int = 0) -> list[AirbyteMessage]:
+    """Runs the adapter; parses and validates every stdout line as an AirbyteMessage."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
+    done = subprocess.run([str(adapter), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          stdin=subprocess.DEVNULL, env=env, check=False)
+    assert done.returncode == expect_code, done.stderr.decode(errors="replace")[-2000:]
+    messages = []
+    for line in done.stdout.decode().splitlines():
+        message = AirbyteMessage.parse_raw(line)  # raises on any invalid line
+        payload = PAYLOAD[message.type]
+        assert getattr(message, payload) is not None, line[:300]
+        others = [k for k in PAYLOAD.values() if k != payload and getattr(message, k) is not None]
+        assert not others, line[:300]
+        messages.append(message)
+    return messages
+
+
+def test_spec(adapter: Path) -> None:
+    [message] = run(adapter, "spec")
+    assert message.type == Type.SPEC
+    props = message.spec.connectionSpecification["properties"]
+    assert props["password"]["airbyte_secret"] is True
+    for name in ("timescaledb_support", "timescaledb_chunk_discovery_interval_minutes",
+                 "timescaledb_max_concurrent_chunks", "timescaledb_enable_chunk_caching",
+                 "timescaledb_chunk_cache_ttl_minutes", "timescaledb_max_memory_mb"):
+        assert "default" in props[name], name
+
+
+def test_check(adapter: Path, config_file: Path) -> None:
+    messages = run(adapter, "check", "--config", str(config_file))
+    status = [m for m in messages if m.type == Type.CONNECTION_STATUS]
+    assert [s.connectionStatus.status for s in status] == [Status.SUCCEEDED]
+
+
+def test_check_failure_is_a_valid_status(adapter: Path, config_file: Path, tmp_path: Path) -> None:
+    config = json.loads(config_file.read_text())
+    config["database"] = "no_such_database"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(config))
+    [status] = [m for m in run(adapter, "check", "--config", str(bad))
+                if m.type == Type.CONNECTION_STATUS]
+    assert status.connectionStatus.status == Status.FAILED
+    assert "no_such_database" in status.connectionStatus.message
+
+
+def test_discover_then_read(adapter: Path, config_file: Path, tmp_path: Path, pg) -> None:
+    [catalog] = [m.catalog for m in run(adapter, "discover", "--config", str(config_file))
+                 if m.type == Type.CATALOG]
+    streams = {(s.namespace, s.name): s for s in catalog.streams}
+    metrics, devices = streams[("public", "metrics")], streams[("public", "devices")]
+    assert metrics.default_cursor_field == ["time"] and metrics.source_defined_cursor
+    assert devices.source_defined_primary_key == [["device_id"]]
+
+    configured = ConfiguredAirbyteCatalog(streams=[
+        ConfiguredAirbyteStream(stream=metrics, sync_mode=SyncMode.incremental,
+                                cursor_field=metrics.default_cursor_field,
+                                destination_sync_mode=DestinationSyncMode.append),
+        ConfiguredAirbyteStream(stream=devices, sync_mode=SyncMode.full_refresh,
+                                destination_sync_mode=DestinationSyncMode.overwrite),
+    ])
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(configured.json(exclude_none=True))
+
+    messages = run(adapter, "read", "--config", str(config_file), "--catalog", str(catalog_file))
+    records = [m.record for m in messages if m.type == Type.RECORD]
+    devices_rows = pg.execute("SELECT count(*) FROM public.devices").fetchone()[0]
+    assert len(records) == TEST_ROWS + devices_rows
+
+    # Values follow the well-known types the discovered schema announces.
+    for r in records[:2000]:
+        if r.stream == "metrics":
+            wkt.TimestampWithTimezone.parse_obj(r.data["time"])
+        elif r.data["installed_at"] is not None:
+            wkt.TimestampWithTimezone.parse_obj(r.data["installed_at"])
+
+    # Per stream: STARTED first, COMPLETE last; STATE record counts add up to the records.
+    for name, expected in (("metrics", TEST_ROWS), ("devices", devices_rows)):
+        statuses = [m.trace.stream_status.status.value for m in messages
+                    if m.type == Type.TRACE and m.trace.type == TraceType.STREAM_STATUS
+                    and m.trace.stream_status.stream_descriptor.name == name]
+        assert statuses[0] == "STARTED" and statuses[-1] == "COMPLETE", statuses
+        states = [m.state for m in messages
+                  if m.type == Type.STATE and m.state.stream.stream_descriptor.name == name]
+        assert all(s.type.value == "STREAM" for s in states)
+        assert sum(s.sourceStats.recordCount for s in states) == expected
+
+    # The final incremental state resumes: a second read with it emits no metrics rows.
+    [last] = [m.state for m in messages if m.type == Type.STATE
+              and m.state.stream.stream_descriptor.name == "metrics"][-1:]
+    state_file = tmp_path / "state.json"
+    state_file.write_text(json.dumps([json.loads(last.json(exclude_none=True))]))
+    again = run(adapter, "read", "--config", str(config_file), "--catalog", str(catalog_file),
+                "--state", str(state_file))
+    assert not [m for m in again if m.type == Type.RECORD and m.record.stream == "metrics"]
+
+
+def test_read_failure_is_a_valid_trace(adapter: Path, config_file: Path, tmp_path: Path) -> None:
+    config = json.loads(config_file.read_text())
+    config["database"] = "no_such_database"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(config))
+    catalog = tmp_path / "catalog.json"
+    catalog.write_text(json.dumps({"streams": [{
+        "stream": {"name": "metrics", "namespace": "public", "json_schema": {},
+                   "supported_sync_modes": ["full_refresh"]},
+        "sync_mode": "full_refresh", "destination_sync_mode": "append"}]}))
+    messages = run(adapter, "read", "--config", str(bad), "--catalog", str(catalog), expect_code=1)
+    errors = [m.trace.error for m in messages if m.type == Type.TRACE and m.trace.type == TraceType.ERROR]
+    assert len(errors) == 1
+    assert errors[0].failure_type.value == "config_error"
+    assert "no_such_database" in errors[0].message
