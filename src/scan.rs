@@ -2,9 +2,9 @@
 //! record batches and sent down a bounded channel, so a slow client slows the scan instead of filling
 //! memory.
 //!
-//! Rows come in physical (ctid) order: the session turns off synchronized seq scans and parallel
-//! workers, so a seq scan starts at block 0, and a resumed scan is a TID range scan after the last
-//! delivered row. The relation is locked (ACCESS SHARE) before its relfilenode is checked, so it cannot
+//! Rows come in physical (ctid) order: the session turns off synchronized seq scans, parallel
+//! workers and index scans, so a scan starts at block 0 and walks the heap forward, and a resumed
+//! scan is a TID range scan after the last delivered row. The relation is locked (ACCESS SHARE) before its relfilenode is checked, so it cannot
 //! be rewritten between the check and the read.
 
 use std::sync::Arc;
@@ -256,9 +256,13 @@ async fn copy_into(
         Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
         None => String::new(),
     };
+    // Resume positions need rows in ctid order: no synchronized seq scans (they start mid-table), no
+    // parallel workers, and no index scans (a time window would come back in index order). Bitmap
+    // heap scans visit blocks in order and stay allowed.
     txn.batch_execute(&format!(
         "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
-         SET LOCAL max_parallel_workers_per_gather = 0; LOCK TABLE {}{} IN ACCESS SHARE MODE",
+         SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
+         SET LOCAL enable_indexonlyscan = off; LOCK TABLE {}{} IN ACCESS SHARE MODE",
         spec.statement_timeout.as_millis(),
         if spec.only { "ONLY " } else { "" },
         spec.relation.quoted()
