@@ -68,72 +68,9 @@ if [ "$IF_MISSING" -eq 1 ]; then
   log "$DB: public.metrics has '${have:-nothing}', want '$ROWS $DAYS': reloading"
 fi
 
-q "$DB" >/dev/null <<'SQL'
-SET client_min_messages = warning;
-DROP TABLE IF EXISTS public.metrics, public.devices CASCADE;
-
-CREATE TABLE public.devices (
-  device_id    int PRIMARY KEY,
-  name         text NOT NULL,
-  location     text,
-  installed_at timestamptz
-);
-INSERT INTO public.devices
-SELECT d,
-       'device-' || d,
-       CASE WHEN d % 7 = 0 THEN NULL
-            WHEN d % 10 = 3 THEN 'Zürich – Halle ' || d
-            ELSE 'hall-' || d % 5 END,
-       CASE WHEN d % 11 = 0 THEN NULL
-            ELSE '2025-01-01 08:00:00+00'::timestamptz + d * interval '24 hours 37 minutes 12.345678 seconds' END
-FROM generate_series(1, 100) AS d;
-
-CREATE TABLE public.metrics (
-  time        timestamptz NOT NULL,
-  device_id   int,
-  sensor      text,
-  temperature float8,
-  humidity    float4,
-  status      int2,
-  reading     int8,
-  ok          bool
-);
-SELECT create_hypertable('public.metrics', by_range('time', interval '1 day'));
-SQL
-
-# One INSERT per day (= per chunk). Row i gets time = start + floor(i * D * 1 day / N), so day d
-# holds rows ceil(d*N/D) .. ceil((d+1)*N/D)-1 and N rows spread evenly over exactly D days.
-day_us=86400000000
-for ((d = 0; d < DAYS; d++)); do
-  lo=$(( (d * ROWS + DAYS - 1) / DAYS ))
-  hi=$(( ((d + 1) * ROWS + DAYS - 1) / DAYS - 1 ))
-  q "$DB" <<SQL
-INSERT INTO public.metrics
-SELECT '2026-10-01 00:00:00+00'::timestamptz
-         + floor(i::numeric * $DAYS * $day_us / $ROWS)::int8 * interval '1 microsecond',
-       CASE WHEN i % 97 = 0 THEN NULL ELSE 1 + i % 100 END,
-       CASE WHEN i % 89 = 0 THEN NULL
-            WHEN i % 1000 = 7 THEN 'capteur-' || i % 10 || ' température ✓ 温度'
-            ELSE 'sensor-' || i % 10 END,
-       CASE WHEN i % 83 = 0 THEN NULL ELSE 20 + 10 * sin(i / 1000.0) + (i % 7) * 0.125 END,
-       CASE WHEN i % 79 = 0 THEN NULL ELSE (50 + 40 * cos(i / 777.0))::float4 END,
-       CASE WHEN i % 73 = 0 THEN NULL
-            WHEN i % 10007 = 1 THEN -32768
-            WHEN i % 10007 = 2 THEN 32767
-            ELSE i % 600 END::int2,
-       CASE WHEN i % 71 = 0 THEN NULL
-            WHEN i % 50021 = 3 THEN 9223372036854775807
-            WHEN i % 50021 = 4 THEN '-9223372036854775808'::int8
-            ELSE i * 1000003 % 1000000007 - 500000000 END,
-       CASE WHEN i % 67 = 0 THEN NULL ELSE i % 3 <> 0 END
-FROM generate_series($lo::int8, $hi::int8) AS i;
-SQL
-  log "$DB: day $((d + 1))/$DAYS: $((hi - lo + 1)) rows ($(elapsed)s)"
-done
-
-# FREEZE also sets hint bits and the visibility map now, so the first reads (and benchmarks) do not
-# pay for rewriting every page.
-q "$DB" -c "VACUUM (FREEZE, ANALYZE) public.metrics" -c "ANALYZE public.devices"
+# The tables and rows are docker/sample-data.sql, the one copy the docker-compose stack loads too.
+log "$DB: loading $ROWS rows over $DAYS days"
+q "$DB" -v rows="$ROWS" -v days="$DAYS" -f "$REPO/docker/sample-data.sql" >/dev/null
 
 read -r rows chunks < <(q "$DB" -F ' ' -c \
   "SELECT (SELECT count(*) FROM public.metrics), (SELECT count(*) FROM show_chunks('public.metrics'))")

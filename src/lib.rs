@@ -30,12 +30,14 @@
 //! - [`snapshot`]: exported snapshots held for `consistent_snapshot` reads.
 //! - [`server`]: `run(listener, config, shutdown)` — tonic, auth, TLS, limits, re-discovery.
 //! - [`airbyte`]: the `hyperflight-airbyte` source — protocol, spec, check, discover, read over Flight.
+//! - [`loadtest`]: the load generator of `hyperflight-loadtest` — concurrent verified reads, faults.
 
 pub mod airbyte;
 pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod loadtest;
 pub mod metrics;
 pub mod pgarrow;
 pub mod plan;
