@@ -16,6 +16,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`cli`]: what the binaries share — logging to stderr, the shutdown signal.
 //! - [`config`]: settings — defaults, TOML file, environment, flags, validation.
 //! - [`error`]: the service error, SQLSTATE classification, the one mapping to `tonic::Status`.
 //! - [`db`]: the connection pool (read-only sessions, timeouts, `application_name`).
@@ -34,6 +35,7 @@
 
 pub mod airbyte;
 pub mod catalog;
+pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;

@@ -52,7 +52,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    hyperflight::cli::init_logging("warn", hyperflight::cli::LogFormat::Text);
     let command = match cli.command {
         Cmd::Spec => Command::Spec,
         Cmd::Check { config } => Command::Check { config },
@@ -79,13 +79,4 @@ fn main() -> ExitCode {
     // Everything was written and flushed; do not wait on stragglers.
     runtime.shutdown_timeout(Duration::from_secs(1));
     ExitCode::from(code)
-}
-
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
 }

@@ -27,12 +27,7 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+    hyperflight::cli::init_logging("info", hyperflight::cli::LogFormat::Text);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -67,7 +62,10 @@ fn main() -> ExitCode {
         println!("{shown:#?}");
         return ExitCode::SUCCESS;
     }
-    match runtime.block_on(loadtest::run(cli.options, interrupt())) {
+    match runtime.block_on(loadtest::run(
+        cli.options,
+        hyperflight::cli::shutdown_signal(),
+    )) {
         Ok(report) => {
             println!("{report}");
             if report.passed() {
@@ -80,18 +78,5 @@ fn main() -> ExitCode {
             eprintln!("hyperflight-loadtest: {e}");
             ExitCode::from(2)
         }
-    }
-}
-
-/// SIGINT or SIGTERM: the run stops its clients and still cleans up (server, private copy).
-async fn interrupt() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
     }
 }

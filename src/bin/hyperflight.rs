@@ -2,7 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
+use hyperflight::cli::{init_logging, shutdown_signal, LogFormat};
 use hyperflight::config::{Overrides, Settings};
 
 #[derive(Parser)]
@@ -24,12 +25,6 @@ struct Cli {
     command: Command,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
-}
-
 #[derive(Subcommand)]
 enum Command {
     /// Serve Flight until SIGINT or SIGTERM.
@@ -40,7 +35,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing(cli.log_format);
+    init_logging("info", cli.log_format);
     let (overrides, serve_it) = match cli.command {
         Command::Serve(o) => (o, true),
         Command::CheckConfig(o) => (o, false),
@@ -83,28 +78,4 @@ async fn serve(config: hyperflight::config::Config) -> Result<(), Box<dyn std::e
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
     hyperflight::server::run(listener, config, shutdown_signal()).await?;
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => return std::future::pending().await,
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
-fn init_tracing(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HYPERFLIGHT_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
 }
