@@ -282,6 +282,11 @@ def test_tls(server_factory, pg, tmp_path):
     for host in ("127.0.0.1", "localhost"):
         with flight.connect(f"grpc+tls://{host}:{port}", tls_root_certs=ca_pem) as client:
             assert_devices_exact(read_all_endpoints(client, DEVICES), pg)
+        # The package's own reader takes the CA too.
+        table = hyperflight.read_table(
+            f"grpc+tls://{host}:{port}", "public.devices", tls_root_certs=ca_pem
+        )
+        assert table.num_rows == 100
 
     short = flight.FlightCallOptions(timeout=5)
     # A plaintext client cannot talk to the TLS port.

@@ -77,14 +77,17 @@ def descriptor(
     return flight.FlightDescriptor.for_command(json.dumps(cmd).encode())
 
 
-def connect(url: str) -> flight.FlightClient:
-    """A FlightClient for ``url`` (``grpc://host:port`` or ``host:port``)."""
-    return flight.FlightClient(_location(url))
+def connect(url: str, *, tls_root_certs: Optional[bytes] = None) -> flight.FlightClient:
+    """A FlightClient for ``url`` (``grpc://host:port``, ``grpc+tls://host:port`` or ``host:port``).
+    ``tls_root_certs`` is the PEM of the CA that signed a TLS server's certificate."""
+    return flight.FlightClient(_location(url), tls_root_certs=tls_root_certs)
 
 
-def list_tables(url: str, *, token: Optional[str] = None) -> List[str]:
+def list_tables(
+    url: str, *, token: Optional[str] = None, tls_root_certs: Optional[bytes] = None
+) -> List[str]:
     """Every table the server exposes, as ``"schema.table"``, in the server's order."""
-    with connect(url) as client:
+    with connect(url, tls_root_certs=tls_root_certs) as client:
         return [
             ".".join(p.decode() if isinstance(p, bytes) else p for p in info.descriptor.path)
             for info in client.list_flights(options=_options(token))
@@ -99,9 +102,10 @@ def flight_info(
     start: TimeBound = None,
     end: TimeBound = None,
     token: Optional[str] = None,
+    tls_root_certs: Optional[bytes] = None,
 ) -> flight.FlightInfo:
     """GetFlightInfo for a table (optionally projected and time-bounded): schema and endpoints."""
-    with connect(url) as client:
+    with connect(url, tls_root_certs=tls_root_certs) as client:
         return client.get_flight_info(
             descriptor(table, columns=columns, start=start, end=end), _options(token)
         )
@@ -122,6 +126,7 @@ def read_flight_info(
     *,
     parallelism: int = 4,
     token: Optional[str] = None,
+    tls_root_certs: Optional[bytes] = None,
 ) -> pa.Table:
     """DoGet every endpoint of ``info``, ``parallelism`` at a time, and concatenate the streams in
     endpoint order into one Table with the FlightInfo's schema. Errors propagate as raised by
@@ -140,7 +145,7 @@ def read_flight_info(
         if cache is None:
             cache = local.clients = {}
         if location not in cache:
-            cache[location] = flight.FlightClient(location)
+            cache[location] = flight.FlightClient(location, tls_root_certs=tls_root_certs)
             with lock:
                 clients.append(cache[location])
         return cache[location]
@@ -176,25 +181,36 @@ def read_table(
     start: TimeBound = None,
     end: TimeBound = None,
     token: Optional[str] = None,
+    tls_root_certs: Optional[bytes] = None,
 ) -> pa.Table:
     """Read a table (hypertable chunk by chunk) into one Arrow Table.
 
     ``table`` is ``"schema.table"`` or a ``(schema, table)`` pair. ``columns`` projects, ``start``
     (inclusive) and ``end`` (exclusive) bound the time dimension: datetimes (naive = UTC), RFC 3339
     strings, or ints for integer dimensions. Endpoints are fetched ``parallelism`` at a time and
-    concatenated in endpoint (= time range) order.
+    concatenated in endpoint (= time range) order. ``token`` is the server's ``auth_token``;
+    ``tls_root_certs`` the PEM CA for a ``grpc+tls://`` server.
 
     >>> t = read_table("grpc://127.0.0.1:50051", "public.metrics")  # doctest: +SKIP
     """
-    info = flight_info(url, table, columns=columns, start=start, end=end, token=token)
-    return read_flight_info(url, info, parallelism=parallelism, token=token)
+    info = flight_info(
+        url, table, columns=columns, start=start, end=end, token=token, tls_root_certs=tls_root_certs
+    )
+    return read_flight_info(
+        url, info, parallelism=parallelism, token=token, tls_root_certs=tls_root_certs
+    )
 
 
 def do_action(
-    url: str, action: str, *, token: Optional[str] = None, timeout: Optional[float] = None
+    url: str,
+    action: str,
+    *,
+    token: Optional[str] = None,
+    timeout: Optional[float] = None,
+    tls_root_certs: Optional[bytes] = None,
 ) -> List[bytes]:
     """Run a DoAction (``health``, ``stats``, ``refresh``) and return the result bodies."""
-    with connect(url) as client:
+    with connect(url, tls_root_certs=tls_root_certs) as client:
         results = client.do_action(flight.Action(action, b""), _options(token, timeout))
         return [r.body.to_pybytes() for r in results]
 
