@@ -97,8 +97,6 @@ init_cluster() {
   as_pg "$PG_BIN/initdb" -D "$DATA" -U postgres --auth=trust -E UTF8 --locale=C >"$CLUSTER_DIR/initdb.log" 2>&1 \
     || { tail -n 30 "$CLUSTER_DIR/initdb.log" >&2; die "initdb failed"; }
   echo "include = 'hyperflight.conf'" >>"$DATA/postgresql.conf"
-  # Loopback TCP and the local socket only, no password: a throwaway dev/test cluster.
-  printf '%s\n' 'local all all trust' 'host all all 127.0.0.1/32 trust' >"$DATA/pg_hba.conf"
 }
 
 # Rewritten at every start, so changes to these settings reach existing clusters.
@@ -132,6 +130,12 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
 EOF
   [ "$IS_ROOT" -eq 1 ] && chown postgres: "$DATA/hyperflight.conf"
+  # Loopback TCP and the local socket only, no password: a throwaway dev/test cluster. One role,
+  # hyperflight_password_check, must give its password, so tests see real authentication failures.
+  printf '%s\n' 'local all all trust' \
+    'host all hyperflight_password_check 127.0.0.1/32 scram-sha-256' \
+    'host all all 127.0.0.1/32 trust' >"$DATA/pg_hba.conf"
+  [ "$IS_ROOT" -eq 1 ] && chown postgres: "$DATA/pg_hba.conf"
   return 0
 }
 

@@ -731,63 +731,53 @@ async fn incremental_reads_emit_only_rows_after_the_cursor() {
     drop_schema(&db, &schema).await;
 }
 
-/// A PostgreSQL impostor on a loopback port that asks for a password and rejects it with SQLSTATE
-/// 28P01, as a server with password authentication does (the test cluster trusts loopback).
-fn password_rejecting_server() -> u16 {
-    use std::io::{Read, Write};
-    let listener = StdListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut s) = stream else { continue };
-            let mut len = [0u8; 4];
-            if s.read_exact(&mut len).is_err() {
-                continue;
-            }
-            let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
-            if s.read_exact(&mut startup).is_err() {
-                continue;
-            }
-            // AuthenticationCleartextPassword, then read the PasswordMessage.
-            let _ = s.write_all(&[b'R', 0, 0, 0, 8, 0, 0, 0, 3]);
-            let mut head = [0u8; 5];
-            if s.read_exact(&mut head).is_err() {
-                continue;
-            }
-            let mut body = vec![
-                0u8;
-                (u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize)
-                    .saturating_sub(4)
-            ];
-            let _ = s.read_exact(&mut body);
-            let mut fields = Vec::new();
-            for (code, text) in [
-                (b'S', "FATAL"),
-                (b'V', "FATAL"),
-                (b'C', "28P01"),
-                (b'M', "password authentication failed for user \"postgres\""),
-            ] {
-                fields.push(code);
-                fields.extend_from_slice(text.as_bytes());
-                fields.push(0);
-            }
-            fields.push(0);
-            let mut msg = vec![b'E'];
-            msg.extend_from_slice(&((fields.len() + 4) as u32).to_be_bytes());
-            msg.extend_from_slice(&fields);
-            let _ = s.write_all(&msg);
-        }
-    });
-    port
+/// The cluster checks the password of this one role (scripts/cluster.sh); every other role is trusted.
+const PASSWORD_ROLE: &str = "hyperflight_password_check";
+const PASSWORD: &str = "the-right-password";
+
+/// Creates (or resets) the password-checked role on the real cluster.
+fn password_role() {
+    let admin = std::process::Command::new("psql")
+        .arg(cluster_url())
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+        .arg(format!(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}') THEN
+                 CREATE ROLE {PASSWORD_ROLE} LOGIN;
+               END IF;
+             END $$;
+             ALTER ROLE {PASSWORD_ROLE} PASSWORD '{PASSWORD}';"
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        admin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&admin.stderr)
+    );
 }
 
 #[test]
 fn wrong_password_and_other_bad_configs_fail_readably() {
     let dir = Scratch::new("bad");
-    let port = password_rejecting_server();
+    password_role();
+    let right_password = dir.write(
+        "right-password.json",
+        &source_config(
+            fixture_url(),
+            json!({"username": PASSWORD_ROLE, "password": PASSWORD}),
+        ),
+    );
+    let check = run(&["check", "--config", path_str(&right_password)]);
+    let status = &check.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+    assert_eq!(status["status"], "SUCCEEDED", "{:?}", check.lines);
+
     let wrong_password = dir.write(
         "wrong-password.json",
-        &source_config(fixture_url(), json!({"port": port, "password": "wrong"})),
+        &source_config(
+            fixture_url(),
+            json!({"username": PASSWORD_ROLE, "password": "wrong"}),
+        ),
     );
     let check = run(&["check", "--config", path_str(&wrong_password)]);
     assert_eq!(
@@ -799,8 +789,9 @@ fn wrong_password_and_other_bad_configs_fail_readably() {
     assert_eq!(status["status"], "FAILED");
     let message = status["message"].as_str().unwrap();
     assert!(
-        message.contains("password authentication failed for user \"postgres\"")
-            && message.contains("check the username and password"),
+        message.contains(&format!(
+            "password authentication failed for user \"{PASSWORD_ROLE}\""
+        )) && message.contains("check the username and password"),
         "{message}"
     );
     assert!(
