@@ -342,28 +342,22 @@ trait JsonFloat: ryu::Float + Copy {
     fn nan(self) -> bool;
     fn positive(self) -> bool;
 }
-impl JsonFloat for f32 {
-    fn finite(self) -> bool {
-        self.is_finite()
-    }
-    fn nan(self) -> bool {
-        self.is_nan()
-    }
-    fn positive(self) -> bool {
-        self > 0.0
-    }
+macro_rules! json_float {
+    ($($t:ty),*) => {$(
+        impl JsonFloat for $t {
+            fn finite(self) -> bool {
+                self.is_finite()
+            }
+            fn nan(self) -> bool {
+                self.is_nan()
+            }
+            fn positive(self) -> bool {
+                self > 0.0
+            }
+        }
+    )*};
 }
-impl JsonFloat for f64 {
-    fn finite(self) -> bool {
-        self.is_finite()
-    }
-    fn nan(self) -> bool {
-        self.is_nan()
-    }
-    fn positive(self) -> bool {
-        self > 0.0
-    }
-}
+json_float!(f32, f64);
 
 struct FloatCell<'a, F> {
     values: &'a [F],
