@@ -32,12 +32,6 @@ def _run(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def database_url() -> str:
     """postgres:// URL of the test database, loaded with the sample data (once per data set)."""
@@ -59,61 +53,24 @@ def pg(database_url: str) -> Iterator[psycopg.Connection]:
 
 @pytest.fixture(scope="session")
 def server(database_url: str) -> Iterator[str]:
-    """grpc:// URL of a hyperflight server started for this session and stopped after it."""
-    binary = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
-    if not binary.is_file():
-        pytest.fail(f"server binary {binary} is missing: run `cargo build --bin hyperflight` "
-                    "or set HYPERFLIGHT_BIN", pytrace=False)
-    port = _free_port()
-    url = f"grpc://127.0.0.1:{port}"
-    # Our own HYPERFLIGHT_* variables (BIN, VENV, ...) and any a developer exported would otherwise
-    # be read as server settings.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
-    env.setdefault("RUST_LOG", "info")
-    log_path = REPO / ".hyperflight" / "pytest-server.log"  # kept after the run for post-mortems
-    log_path.parent.mkdir(exist_ok=True)
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
-         "--batch-rows", "4096", "--metrics-listen", ""],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
-
-    def log_tail() -> str:
-        log.flush()
-        return log_path.read_text(errors="replace")[-4000:]
-
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited with {proc.returncode} at startup:\n{log_tail()}", pytrace=False)
-        try:
-            hyperflight.do_action(url, "health", timeout=2)
-            break
-        except Exception as exc:  # not listening yet, or not healthy yet
-            if time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"server not healthy after {STARTUP_TIMEOUT_S}s ({exc}):\n{log_tail()}",
-                            pytrace=False)
-            time.sleep(0.2)
+    """grpc:// URL of a hyperflight server started for this session and stopped after it; its log is
+    kept in ``.hyperflight/pytest-server.log`` for post-mortems."""
+    s = start_server(database_url, "--batch-rows", "4096", name="server", metrics=False)
     try:
-        yield url
+        yield s.url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+        s.stop()
 
 
-# --- Servers of a test's own (test_ops.py): each with its own flags, port and log, always stopped ---
+# --- Servers: the session's, and those of a test's own (test_ops.py), each with its own flags, port
+# and log, always stopped ---
 
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
-    return _free_port()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class ServerProcess:
@@ -155,8 +112,6 @@ def start_server(
     (with ``token`` and over TLS with ``tls_root_certs`` when given). ``metrics`` serves /metrics on a
     free port too; otherwise it is disabled, so the default 127.0.0.1:9469 is never contended. The log
     is ``.hyperflight/pytest-<name>.log``. The caller stops the server (``stop()``)."""
-    import pyarrow.flight as flight
-
     binary = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
     if not binary.is_file():
         pytest.fail(f"server binary {binary} is missing: run `cargo build --bin hyperflight` "
@@ -164,6 +119,8 @@ def start_server(
     port = free_port()
     url = f"grpc{'+tls' if tls_root_certs is not None else ''}://127.0.0.1:{port}"
     metrics_port = free_port() if metrics else None
+    # Our own HYPERFLIGHT_* variables (BIN, VENV, ...) and any a developer exported would otherwise
+    # be read as server settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
     env.setdefault("RUST_LOG", "info")
     log_path = REPO / ".hyperflight" / f"pytest-{name}.log"
@@ -174,17 +131,13 @@ def start_server(
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     server = ServerProcess(proc, url, f"http://127.0.0.1:{metrics_port}/metrics" if metrics_port else None,
                            log_path, log)
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    options = flight.FlightCallOptions(headers=headers, timeout=2)
-    tls = {"tls_root_certs": tls_root_certs} if tls_root_certs is not None else {}
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while True:
         if proc.poll() is not None:
             server.stop()
             pytest.fail(f"server exited with {proc.returncode} at startup:\n{server.log_tail()}", pytrace=False)
         try:
-            with flight.FlightClient(url, **tls) as client:
-                list(client.do_action(flight.Action("health", b""), options))
+            hyperflight.do_action(url, "health", token=token, timeout=2, tls_root_certs=tls_root_certs)
             return server
         except Exception as exc:  # not listening yet, or not healthy yet
             if time.monotonic() > deadline:
