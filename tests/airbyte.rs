@@ -411,6 +411,33 @@ fn covered(lines: &[String]) -> (Vec<String>, Value) {
     )
 }
 
+/// Reruns `args` with the last STATE a killed first run wrote; returns what the first run covered,
+/// that STATE, and the second run, which must succeed.
+async fn rerun_with_last_state(
+    dir: &Scratch,
+    args: &[String],
+    first: &[String],
+) -> (Vec<String>, Value, Run) {
+    let (before, state) = covered(first);
+    let state_path = dir.write("state.json", &state_file(&state));
+    let mut resume_args = args.to_vec();
+    resume_args.extend(["--state".to_string(), path_str(&state_path).to_string()]);
+    let second = tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = resume_args.iter().map(String::as_str).collect();
+        run(&a)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        second.code,
+        Some(0),
+        "{}\n{:?}",
+        second.stderr,
+        second.errors()
+    );
+    (before, state, second)
+}
+
 /// Kills a full refresh after `stop`, resumes it from the last STATE, and checks exactly-once:
 /// records covered by that STATE plus the resumed read equal the table, and no chunk completed in
 /// the first run is read again.
@@ -443,23 +470,7 @@ async fn kill_and_resume(
     })
     .await
     .unwrap();
-    let (before, state) = covered(&first);
-    let state_path = dir.write("state.json", &state_file(&state));
-    let mut resume_args = args.clone();
-    resume_args.extend(["--state".to_string(), path_str(&state_path).to_string()]);
-    let second = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = resume_args.iter().map(String::as_str).collect();
-        run(&a)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        second.code,
-        Some(0),
-        "{}\n{:?}",
-        second.stderr,
-        second.errors()
-    );
+    let (before, state, second) = rerun_with_last_state(&dir, &args, &first).await;
 
     let blob = &state["state"]["stream"]["stream_state"];
     let completed: Vec<String> = blob["completed_chunks"]
@@ -577,23 +588,7 @@ async fn kill_and_resume_mid(db: &tokio_postgres::Client, config: Value, schema:
     })
     .await
     .unwrap();
-    let (before, state) = covered(&first);
-    let state_path = dir.write("state.json", &state_file(&state));
-    let mut resume_args = args.clone();
-    resume_args.extend(["--state".to_string(), path_str(&state_path).to_string()]);
-    let second = tokio::task::spawn_blocking(move || {
-        let a: Vec<&str> = resume_args.iter().map(String::as_str).collect();
-        run(&a)
-    })
-    .await
-    .unwrap();
-    assert_eq!(
-        second.code,
-        Some(0),
-        "{}\n{:?}",
-        second.stderr,
-        second.errors()
-    );
+    let (before, state, second) = rerun_with_last_state(&dir, &args, &first).await;
     assert!(
         !second.lines.iter().any(|l| l.contains("was refused")),
         "the resume ticket was accepted by the new process"
