@@ -250,13 +250,6 @@ impl Catalog {
             .map_err(|e| (*e).clone())
     }
 
-    /// Drops the cached result: the next call discovers again.
-    pub fn invalidate(&self) {
-        if let Some(cache) = &self.cache {
-            cache.invalidate_all();
-        }
-    }
-
     /// Discovers again now and replaces the cached result (background re-discovery).
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, DbError> {
         let snapshot = Arc::new(self.discover().await?);

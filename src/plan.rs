@@ -398,10 +398,7 @@ impl Planner {
             with_tid,
             columns,
             filter,
-            resume_after: body.resume_after.as_ref().map(|t| crate::pgarrow::Tid {
-                block: t.block,
-                offset: t.offset as u16,
-            }),
+            resume_after: body.resume_after.as_ref().map(Into::into),
             relfilenode: body.relfilenode,
             blocks: body.blocks.map(|b| (b.start, b.end)),
             snapshot: db_snapshot,

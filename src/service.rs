@@ -24,7 +24,6 @@ use crate::plan::{schema_of, Planner, TableRequest};
 use crate::scan::Scanner;
 use crate::snapshot::Snapshots;
 use crate::stream::{count_error, flight_data};
-use crate::ticket::Tid;
 
 /// The actions DoAction understands, with their descriptions.
 pub const ACTIONS: [(&str, &str); 3] = [
@@ -156,10 +155,7 @@ impl Service {
         let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
         let resume = move |tid: crate::pgarrow::Tid| {
             signer.sign(&crate::ticket::TicketBody {
-                resume_after: Some(Tid {
-                    block: tid.block,
-                    offset: u32::from(tid.offset),
-                }),
+                resume_after: Some(tid.into()),
                 expires_at_ms: now_ms().saturating_add(ttl_ms),
                 ..body.clone()
             })
@@ -176,8 +172,7 @@ impl Service {
     async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
         match action.r#type.as_str() {
             "refresh" => {
-                self.catalog.invalidate();
-                let snapshot = self.catalog.snapshot().await?;
+                let snapshot = self.catalog.refresh().await?;
                 Ok(json!({ "tables": snapshot.tables().count() }))
             }
             "health" => {

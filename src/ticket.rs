@@ -27,6 +27,26 @@ pub mod proto {
 
 pub use proto::{BlockRange, TicketBody, Tid, TimeBounds};
 
+// A heap position as the decoder reports it and as a ticket carries it. Offsets fit u16 in both
+// directions because this server only signs offsets it read from a u16.
+impl From<crate::pgarrow::Tid> for Tid {
+    fn from(t: crate::pgarrow::Tid) -> Self {
+        Tid {
+            block: t.block,
+            offset: u32::from(t.offset),
+        }
+    }
+}
+
+impl From<&Tid> for crate::pgarrow::Tid {
+    fn from(t: &Tid) -> Self {
+        crate::pgarrow::Tid {
+            block: t.block,
+            offset: t.offset as u16,
+        }
+    }
+}
+
 /// The ticket format this server writes and accepts.
 pub const TICKET_VERSION: u32 = 1;
 
