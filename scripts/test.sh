@@ -18,16 +18,16 @@ log "cluster: $(bash scripts/cluster.sh start)"
 VENV=$(bash scripts/python-env.sh)
 
 log "building"
-cargo build --bins
+cargo build --workspace --bins
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export HYPERFLIGHT_BIN="$TARGET_DIR/debug/hyperflight"
 
 status=0
 log "Rust tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --no-fail-fast || status=1
+  cargo nextest run --workspace --no-fail-fast || status=1
 else
-  cargo test --no-fail-fast || status=1
+  cargo test --workspace --no-fail-fast || status=1
 fi
 log "Python tests"
 "$VENV/bin/python" -m pytest clients/python/tests -q -p no:cacheprovider || status=1

@@ -1,0 +1,494 @@
+//! The source config: parsed from the `--config` JSON, validated against [`crate::spec`]'s
+//! bounds, and turned into PostgreSQL connection parameters and the in-process server's settings.
+//!
+//! The password lives in a [`Secret`]: it never appears in `Debug` output and never serializes.
+//!
+//! **Ticket secret.** Resume tickets are HMAC-signed by the Flight service. For a ticket saved in a
+//! STATE to be accepted by the next attempt's in-process service, both must sign with the same key,
+//! so the key is derived from the config: HMAC-SHA256 keyed with a fixed label over host, port,
+//! database, username and password. Nothing secret is persisted in the state, and the key changes
+//! when the credentials do (old tickets are then refused, and their chunks re-read from the start).
+//! Without a password the key is guessable, which gives nothing away: a forged ticket can only make
+//! the loopback service, during this read, read what this role may read anyway.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::spec::{self, Bounds};
+use crate::{read_json, Error};
+
+/// How long the in-process service's tickets live: the longest the server accepts, so a STATE saved
+/// by a failed attempt still resumes at the platform's next attempt days later.
+const IN_PROCESS_TICKET_TTL: Duration = Duration::from_secs(7 * 86_400);
+/// Connect timeout for PostgreSQL, for `check` and for the in-process service.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A string that never shows in logs or serialized output.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that needs it (the connection).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// `ssl_mode`, as libpq names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS only if the server insists (libpq); here: no TLS.
+    Allow,
+    /// TLS if the server offers it (libpq); here: no TLS.
+    Prefer,
+    /// TLS, no certificate check. Not supported.
+    Require,
+    /// TLS, CA check. Not supported.
+    VerifyCa,
+    /// TLS, CA and host name check. Not supported.
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(s: &str) -> Option<SslMode> {
+        Some(match s {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            _ => return None,
+        })
+    }
+
+    /// Whether this mode works without TLS (the only kind of connection made so far).
+    pub fn is_supported(self) -> bool {
+        matches!(self, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
+    }
+}
+
+/// `ssl_mode` as written: the spec's string, or Airbyte Postgres' `{"mode": "..."}` object.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawSslMode {
+    Name(String),
+    Object { mode: String },
+}
+
+/// The config file as written; numbers as `i64` so an out-of-range value gets a message naming it.
+#[derive(Deserialize)]
+struct RawConfig {
+    host: String,
+    #[serde(default)]
+    port: Option<i64>,
+    database: String,
+    username: String,
+    #[serde(default)]
+    password: Option<Secret>,
+    #[serde(default)]
+    schemas: Option<Vec<String>>,
+    #[serde(default)]
+    ssl_mode: Option<RawSslMode>,
+    #[serde(default)]
+    flight_url: Option<String>,
+    #[serde(default)]
+    timescaledb_support: Option<bool>,
+    #[serde(default)]
+    timescaledb_chunk_discovery_interval_minutes: Option<i64>,
+    #[serde(default)]
+    timescaledb_max_concurrent_chunks: Option<i64>,
+    #[serde(default)]
+    timescaledb_enable_chunk_caching: Option<bool>,
+    #[serde(default)]
+    timescaledb_chunk_cache_ttl_minutes: Option<i64>,
+    #[serde(default)]
+    timescaledb_max_memory_mb: Option<i64>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, Value>,
+}
+
+/// The TimescaleDB options of the spec, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimescaleOptions {
+    /// Chunk-aware reading when the extension is present.
+    pub support: bool,
+    /// Background re-discovery period.
+    pub discovery_interval_minutes: u64,
+    /// Parallel chunk reads (and server-side scans).
+    pub max_concurrent_chunks: usize,
+    /// Cache discovery results.
+    pub enable_chunk_caching: bool,
+    /// Cache lifetime.
+    pub chunk_cache_ttl_minutes: u64,
+    /// Accepted and validated; not enforced until the server has a memory budget.
+    pub max_memory_mb: u64,
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// PostgreSQL host.
+    pub host: String,
+    /// PostgreSQL port.
+    pub port: u16,
+    /// Database name.
+    pub database: String,
+    /// Role.
+    pub username: String,
+    password: Option<Secret>,
+    /// Exposed schemas; empty means all user schemas.
+    pub schemas: Vec<String>,
+    /// TLS mode asked for.
+    pub ssl_mode: SslMode,
+    /// A remote Flight server (`http://host:port` form), if given.
+    pub flight_url: Option<String>,
+    /// TimescaleDB options.
+    pub timescaledb: TimescaleOptions,
+    /// Keys the spec does not know (reported as a warning, then ignored).
+    pub unknown_keys: Vec<String>,
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> Error {
+    Error::InvalidConfig {
+        setting,
+        message: message.into(),
+    }
+}
+
+fn bounded(setting: &'static str, value: Option<i64>, b: Bounds) -> Result<i64, Error> {
+    let v = value.unwrap_or(b.default);
+    if v < b.min || v > b.max {
+        return Err(invalid(
+            setting,
+            format!("{v} is out of range {}..={}", b.min, b.max),
+        ));
+    }
+    Ok(v)
+}
+
+impl SourceConfig {
+    /// Reads and validates the config file. A file that is not JSON of the right shape is
+    /// [`Error::Malformed`]; a well-formed value out of range is [`Error::InvalidConfig`].
+    pub fn load(path: &Path) -> Result<SourceConfig, Error> {
+        let raw: RawConfig = read_json("config", path)?;
+        Self::validate(raw)
+    }
+
+    /// Parses and validates config JSON text (tests, embedders).
+    pub fn from_json(text: &str) -> Result<SourceConfig, Error> {
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| Error::Malformed {
+            what: "config",
+            path: "<inline>".into(),
+            message: e.to_string(),
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<SourceConfig, Error> {
+        let host = raw.host.trim().to_string();
+        if host.is_empty() {
+            return Err(invalid("host", "must not be empty"));
+        }
+        let port = bounded("port", raw.port, spec::PORT)? as u16;
+        if raw.database.is_empty() {
+            return Err(invalid("database", "must not be empty"));
+        }
+        if raw.username.is_empty() {
+            return Err(invalid("username", "must not be empty"));
+        }
+        let schemas = raw.schemas.unwrap_or_default();
+        if schemas.iter().any(|s| s.is_empty()) {
+            return Err(invalid("schemas", "empty schema name"));
+        }
+        let ssl_mode = match raw.ssl_mode {
+            None => SslMode::Disable,
+            Some(RawSslMode::Name(m) | RawSslMode::Object { mode: m }) => SslMode::parse(&m)
+                .ok_or_else(|| {
+                    invalid(
+                        "ssl_mode",
+                        format!("{m:?} is not one of {}", spec::SSL_MODES.join(", ")),
+                    )
+                })?,
+        };
+        let flight_url = match raw.flight_url.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(url) => Some(http_url(url)?),
+        };
+        let ts = TimescaleOptions {
+            support: raw.timescaledb_support.unwrap_or(true),
+            discovery_interval_minutes: bounded(
+                "timescaledb_chunk_discovery_interval_minutes",
+                raw.timescaledb_chunk_discovery_interval_minutes,
+                spec::DISCOVERY_INTERVAL_MINUTES,
+            )? as u64,
+            max_concurrent_chunks: bounded(
+                "timescaledb_max_concurrent_chunks",
+                raw.timescaledb_max_concurrent_chunks,
+                spec::MAX_CONCURRENT_CHUNKS,
+            )? as usize,
+            enable_chunk_caching: raw.timescaledb_enable_chunk_caching.unwrap_or(true),
+            chunk_cache_ttl_minutes: bounded(
+                "timescaledb_chunk_cache_ttl_minutes",
+                raw.timescaledb_chunk_cache_ttl_minutes,
+                spec::CHUNK_CACHE_TTL_MINUTES,
+            )? as u64,
+            max_memory_mb: bounded(
+                "timescaledb_max_memory_mb",
+                raw.timescaledb_max_memory_mb,
+                spec::MAX_MEMORY_MB,
+            )? as u64,
+        };
+        Ok(SourceConfig {
+            host,
+            port,
+            database: raw.database,
+            username: raw.username,
+            password: raw.password.filter(|p| !p.0.is_empty()),
+            schemas,
+            ssl_mode,
+            flight_url,
+            timescaledb: ts,
+            unknown_keys: raw.unknown.into_keys().collect(),
+        })
+    }
+
+    /// Refuses what validates but cannot be honoured yet (TLS to PostgreSQL).
+    pub fn ensure_supported(&self) -> Result<(), Error> {
+        if self.ssl_mode.is_supported() {
+            Ok(())
+        } else {
+            Err(invalid(
+                "ssl_mode",
+                "TLS to PostgreSQL is not supported yet: the source connects without TLS. \
+                 Use ssl_mode \"disable\" (or \"prefer\"), or reach the database over a trusted \
+                 network or tunnel.",
+            ))
+        }
+    }
+
+    /// `host:port/database` for messages (no credentials).
+    pub fn target(&self) -> String {
+        format!("{}:{}/{}", self.host, self.port, self.database)
+    }
+
+    /// Connection parameters for PostgreSQL (no URL, so no escaping of the password).
+    pub fn postgres(&self) -> tokio_postgres::Config {
+        let mut c = tokio_postgres::Config::new();
+        c.host(&self.host)
+            .port(self.port)
+            .dbname(&self.database)
+            .user(&self.username)
+            .application_name("hyperflight-airbyte")
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(p) = &self.password {
+            c.password(p.expose());
+        }
+        c
+    }
+
+    /// The key the in-process service signs tickets with; stable for a given config (see the module
+    /// documentation).
+    pub fn ticket_secret(&self) -> Vec<u8> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"hyperflight-airbyte ticket secret v1")
+            .expect("HMAC takes keys of any length");
+        let port = self.port.to_string();
+        let password = self.password.as_ref().map(Secret::expose).unwrap_or("");
+        for part in [
+            self.host.as_str(),
+            &port,
+            &self.database,
+            &self.username,
+            password,
+        ] {
+            // Length-prefixed, so ("ab", "c") and ("a", "bc") differ.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part.as_bytes());
+        }
+        mac.finalize().into_bytes().to_vec()
+    }
+
+    /// Settings for the in-process Flight service.
+    pub fn server_config(&self) -> Result<server::config::Config, Error> {
+        // Start from validated defaults so settings added to the server later keep their defaults.
+        let mut c = server::config::Config::for_database("postgres://127.0.0.1/postgres")
+            .map_err(|e| Error::Server(e.to_string()))?;
+        let ts = &self.timescaledb;
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        c.database = self.postgres();
+        c.timescaledb_support = ts.support;
+        c.discovery_interval = minutes(ts.discovery_interval_minutes);
+        c.cache_ttl = ts
+            .enable_chunk_caching
+            .then(|| minutes(ts.chunk_cache_ttl_minutes));
+        c.max_concurrent_chunks = ts.max_concurrent_chunks;
+        c.schemas = self.schemas.clone();
+        c.ticket_secret = self.ticket_secret();
+        c.ticket_ttl = IN_PROCESS_TICKET_TTL;
+        c.max_memory_bytes = ts.max_memory_mb << 20;
+        Ok(c)
+    }
+}
+
+/// `grpc://host:port` (or `grpc+tcp://`, `http://`) → `http://host:port` for tonic.
+fn http_url(url: &str) -> Result<String, Error> {
+    let rest = ["grpc://", "grpc+tcp://", "http://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p));
+    match rest {
+        Some(authority) if !authority.is_empty() && !authority.contains('/') => {
+            Ok(format!("http://{authority}"))
+        }
+        _ if url.starts_with("grpc+tls://") || url.starts_with("https://") => Err(invalid(
+            "flight_url",
+            "TLS to the Flight server is not supported yet; use grpc://host:port",
+        )),
+        _ => Err(invalid(
+            "flight_url",
+            format!("{url:?} is not grpc://host:port"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"host": "db", "port": 5433, "database": "tsdb", "username": "u", "password": "hunter2"}"#;
+
+    fn with(extra: &str) -> Result<SourceConfig, Error> {
+        SourceConfig::from_json(&format!(
+            r#"{{"host": "db", "database": "tsdb", "username": "u", {extra}}}"#
+        ))
+    }
+
+    fn setting(r: Result<SourceConfig, Error>) -> &'static str {
+        match r {
+            Err(Error::InvalidConfig { setting, .. }) => setting,
+            other => panic!("expected an invalid setting, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_config_carries_the_timescaledb_options() {
+        let c = with(
+            r#""timescaledb_max_memory_mb": 96, "timescaledb_max_concurrent_chunks": 3,
+                "timescaledb_enable_chunk_caching": false"#,
+        )
+        .unwrap();
+        let server = c.server_config().unwrap();
+        assert_eq!(server.max_memory_bytes, 96 << 20);
+        assert_eq!(server.max_concurrent_chunks, 3);
+        assert_eq!(server.cache_ttl, None);
+    }
+
+    #[test]
+    fn defaults_follow_the_spec() {
+        let c = SourceConfig::from_json(MINIMAL).unwrap();
+        assert_eq!(c.port, 5433);
+        assert_eq!(c.ssl_mode, SslMode::Disable);
+        assert_eq!(
+            c.timescaledb,
+            TimescaleOptions {
+                support: true,
+                discovery_interval_minutes: 5,
+                max_concurrent_chunks: 4,
+                enable_chunk_caching: true,
+                chunk_cache_ttl_minutes: 10,
+                max_memory_mb: 512,
+            }
+        );
+        assert_eq!(with(r#""password": "x""#).unwrap().port, 5432);
+    }
+
+    #[test]
+    fn out_of_range_values_name_their_setting() {
+        assert_eq!(setting(with(r#""port": 0"#)), "port");
+        assert_eq!(setting(with(r#""port": 70000"#)), "port");
+        assert_eq!(
+            setting(with(r#""timescaledb_max_concurrent_chunks": 0"#)),
+            "timescaledb_max_concurrent_chunks"
+        );
+        assert_eq!(
+            setting(with(r#""timescaledb_chunk_cache_ttl_minutes": 1441"#)),
+            "timescaledb_chunk_cache_ttl_minutes"
+        );
+        assert_eq!(
+            setting(with(r#""timescaledb_max_memory_mb": 1"#)),
+            "timescaledb_max_memory_mb"
+        );
+        assert_eq!(setting(with(r#""ssl_mode": "sometimes""#)), "ssl_mode");
+        assert_eq!(setting(with(r#""flight_url": "ftp://x""#)), "flight_url");
+        assert_eq!(setting(with(r#""schemas": [""]"#)), "schemas");
+    }
+
+    #[test]
+    fn malformed_json_is_not_a_setting_error() {
+        assert!(matches!(
+            SourceConfig::from_json(r#"{"host": "db"}"#),
+            Err(Error::Malformed { message, .. }) if message.contains("database")
+        ));
+        assert!(matches!(
+            with(r#""port": "five""#),
+            Err(Error::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn tls_modes_validate_but_are_not_supported() {
+        let c = with(r#""ssl_mode": {"mode": "verify-full"}"#).unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        let e = c.ensure_supported().unwrap_err();
+        assert!(e.to_string().contains("not supported yet"));
+        assert!(with(r#""ssl_mode": "prefer""#)
+            .unwrap()
+            .ensure_supported()
+            .is_ok());
+    }
+
+    #[test]
+    fn password_never_shows() {
+        let c = SourceConfig::from_json(MINIMAL).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!format!("{:?}", c.postgres()).contains("hunter2"));
+    }
+
+    #[test]
+    fn ticket_secret_is_stable_and_credential_bound() {
+        let a = SourceConfig::from_json(MINIMAL).unwrap();
+        let b = SourceConfig::from_json(MINIMAL).unwrap();
+        assert_eq!(a.ticket_secret(), b.ticket_secret());
+        assert_eq!(a.ticket_secret().len(), 32);
+        let other = SourceConfig::from_json(&MINIMAL.replace("hunter2", "hunter3")).unwrap();
+        assert_ne!(a.ticket_secret(), other.ticket_secret());
+    }
+
+    #[test]
+    fn flight_urls_become_http() {
+        assert_eq!(http_url("grpc://h:1").unwrap(), "http://h:1");
+        assert_eq!(http_url("grpc+tcp://h:1").unwrap(), "http://h:1");
+        assert!(http_url("grpc+tls://h:1").is_err());
+        assert!(http_url("grpc://").is_err());
+    }
+
+    #[test]
+    fn unknown_keys_are_kept_for_a_warning() {
+        let c = with(r#""colour": "blue""#).unwrap();
+        assert_eq!(c.unknown_keys, vec!["colour".to_string()]);
+    }
+}

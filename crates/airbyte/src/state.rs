@@ -1,0 +1,397 @@
+//! Per-stream state: what a read has done, so the next attempt neither repeats nor skips rows.
+//!
+//! ```json
+//! {"state_version": 1, "sync_mode": "incremental", "columns": ["time", "device_id"],
+//!  "cursor_field": "time", "cursor": "2026-10-07T23:59:59.567890Z",
+//!  "pass_cursor": "2026-10-08T11:00:00.000000Z",
+//!  "completed_chunks": ["_timescaledb_internal._hyper_1_8_chunk"],
+//!  "in_progress": {"_timescaledb_internal._hyper_1_9_chunk": "<base64 resume ticket>"}}
+//! ```
+//!
+//! A *pass* reads every endpoint of one GetFlightInfo plan. `completed_chunks` are endpoints of the
+//! current pass read to their end (skipped on resume); `in_progress` maps an endpoint to the resume
+//! ticket of the last batch written (`null`: no position, e.g. a compressed chunk — read it again).
+//! Endpoint keys are chunk names (`schema.table`), a plain table's name, or its block range.
+//! Incremental only: `cursor` is the exclusive lower bound of the pass (the highest cursor of the
+//! last finished pass) and `pass_cursor` the highest cursor written by this pass so far. When a pass
+//! finishes, `cursor` becomes the higher of the two and the pass fields empty out; a finished full
+//! refresh leaves an empty pass, so the next sync reads everything again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use arrow::datatypes::{DataType, TimeUnit};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::messages::{InputStateMessage, StreamDescriptor, SyncMode};
+use crate::record::{days_from_civil, write_date, write_timestamp};
+use crate::{read_json, Error};
+
+/// The format written in `state_version`.
+pub const STATE_VERSION: u32 = 1;
+
+/// This source's `stream_state`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamState {
+    /// Format version.
+    pub state_version: u32,
+    /// The mode of the pass.
+    pub sync_mode: SyncMode,
+    /// Columns requested by the pass (a different selection starts a new pass).
+    pub columns: Vec<String>,
+    /// Incremental: the cursor column.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor_field: Option<String>,
+    /// Incremental: every row with a cursor up to this one was written by a finished pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cursor: Option<Value>,
+    /// Incremental: the highest cursor written by the current pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass_cursor: Option<Value>,
+    /// Endpoints of the current pass read to their end.
+    #[serde(default)]
+    pub completed_chunks: Vec<String>,
+    /// Endpoints of the current pass started but not finished, with their latest resume ticket.
+    #[serde(default)]
+    pub in_progress: BTreeMap<String, Option<String>>,
+}
+
+impl StreamState {
+    /// A pass that has not started.
+    pub fn new(sync_mode: SyncMode, columns: Vec<String>, cursor_field: Option<String>) -> Self {
+        StreamState {
+            state_version: STATE_VERSION,
+            sync_mode,
+            columns,
+            cursor_field,
+            cursor: None,
+            pass_cursor: None,
+            completed_chunks: Vec::new(),
+            in_progress: BTreeMap::new(),
+        }
+    }
+
+    /// Whether a pass is under way (something to skip or resume).
+    pub fn in_pass(&self) -> bool {
+        !self.completed_chunks.is_empty() || !self.in_progress.is_empty()
+    }
+}
+
+/// Reads `--state`: a JSON list of STATE messages (or one message). Only STREAM states are used;
+/// a state without a blob means "start over".
+pub fn load(path: &Path) -> Result<HashMap<StreamDescriptor, Value>, Error> {
+    let value: Value = read_json("state", path)?;
+    let messages: Vec<InputStateMessage> = match value {
+        Value::Array(_) => serde_json::from_value(value),
+        Value::Object(ref o) if o.is_empty() => Ok(Vec::new()),
+        Value::Object(_) => serde_json::from_value(value).map(|m| vec![m]),
+        _ => Ok(Vec::new()),
+    }
+    .map_err(|e| Error::Malformed {
+        what: "state",
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut out = HashMap::new();
+    for m in messages {
+        match (m.kind.as_deref(), m.stream) {
+            (Some("STREAM") | None, Some(s)) => {
+                if let Some(blob) = s.stream_state {
+                    out.insert(s.stream_descriptor, blob);
+                }
+            }
+            (kind, _) => {
+                let kind = kind.unwrap_or("LEGACY");
+                return Err(Error::State(format!(
+                    "state of type {kind} is not supported: this source writes STREAM states"
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Parses a stream's saved blob; `Ok(None)` for an empty blob (`{}`).
+pub fn parse(stream: &StreamDescriptor, blob: Value) -> Result<Option<StreamState>, Error> {
+    if blob.as_object().is_some_and(|o| o.is_empty()) {
+        return Ok(None);
+    }
+    let state: StreamState = serde_json::from_value(blob).map_err(|e| {
+        Error::State(format!(
+            "the saved state of stream {stream} is not one this source wrote ({e}); reset the stream"
+        ))
+    })?;
+    if state.state_version != STATE_VERSION {
+        return Err(Error::State(format!(
+            "the saved state of stream {stream} has version {}, this source reads {STATE_VERSION}; reset the stream",
+            state.state_version
+        )));
+    }
+    Ok(Some(state))
+}
+
+/// A column type usable as an incremental cursor, compared as an `i64` in the column's own unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CursorKind {
+    /// int2, int4, int8.
+    Integer,
+    /// date: days since 1970-01-01.
+    Date,
+    /// timestamp / timestamptz: `per_second` units since the epoch.
+    Timestamp {
+        /// Units per second.
+        per_second: i64,
+        /// Fraction digits written.
+        digits: u32,
+        /// With time zone (written with `Z`).
+        zulu: bool,
+    },
+}
+
+impl CursorKind {
+    /// The cursor kind of a column type, if it can be one.
+    pub fn of(dt: &DataType) -> Option<CursorKind> {
+        Some(match dt {
+            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
+                CursorKind::Integer
+            }
+            DataType::Date32 => CursorKind::Date,
+            DataType::Timestamp(unit, tz) => {
+                let (per_second, digits) = match unit {
+                    TimeUnit::Second => (1, 0),
+                    TimeUnit::Millisecond => (1_000, 3),
+                    TimeUnit::Microsecond => (1_000_000, 6),
+                    TimeUnit::Nanosecond => (1_000_000_000, 9),
+                };
+                CursorKind::Timestamp {
+                    per_second,
+                    digits,
+                    zulu: tz.is_some(),
+                }
+            }
+            _ => return None,
+        })
+    }
+
+    /// The value as written in records (and in the state): a number, a date or a date-time.
+    pub fn to_json(self, v: i64) -> Value {
+        match self {
+            CursorKind::Integer => Value::from(v),
+            CursorKind::Date => {
+                let mut out = Vec::new();
+                if write_date(v, &mut out) {
+                    out.extend_from_slice(b" BC");
+                }
+                Value::from(String::from_utf8_lossy(&out).into_owned())
+            }
+            CursorKind::Timestamp {
+                per_second,
+                digits,
+                zulu,
+            } => {
+                let mut out = Vec::new();
+                write_timestamp(v, per_second, digits, zulu, &mut out);
+                Value::from(String::from_utf8_lossy(&out).into_owned())
+            }
+        }
+    }
+
+    /// Reads back what [`CursorKind::to_json`] wrote.
+    pub fn from_json(self, v: &Value) -> Option<i64> {
+        match self {
+            CursorKind::Integer => v.as_i64(),
+            CursorKind::Date => {
+                let (days, rest) = parse_date(v.as_str()?)?;
+                rest.is_empty().then_some(days)
+            }
+            CursorKind::Timestamp { per_second, .. } => {
+                let s = v.as_str()?;
+                let (days, rest) = parse_date(s)?;
+                let rest = rest.strip_prefix('T')?;
+                let (h, m, sec) = (
+                    digits(rest.get(0..2)?)?,
+                    digits(rest.get(3..5)?)?,
+                    digits(rest.get(6..8)?)?,
+                );
+                if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" {
+                    return None;
+                }
+                let mut rest = &rest[8..];
+                let mut nanos = 0i64;
+                if let Some(f) = rest.strip_prefix('.') {
+                    let n = f.bytes().take_while(u8::is_ascii_digit).count();
+                    if n == 0 || n > 9 {
+                        return None;
+                    }
+                    nanos = digits(&f[..n])? * 10i64.pow(9 - n as u32);
+                    rest = &f[n..];
+                }
+                let rest = rest.strip_prefix('Z').unwrap_or(rest);
+                if !rest.is_empty() {
+                    return None;
+                }
+                let secs = days
+                    .checked_mul(86_400)?
+                    .checked_add(h * 3_600 + m * 60 + sec)?;
+                secs.checked_mul(per_second)?
+                    .checked_add(nanos / (1_000_000_000 / per_second))
+            }
+        }
+    }
+
+    /// The CMD `start` that prunes chunks wholly below `v` on a time dimension of this kind, or
+    /// `None` when no safe bound can be written. Rows at the bound are filtered out by the reader
+    /// (`start` is inclusive). For `timestamp` and `date` the server's conversion depends on the
+    /// session time zone, so the bound is moved a day earlier: pruning stays safe, filtering exact.
+    pub fn start_bound(self, v: i64) -> Option<Value> {
+        const DAY_US: i64 = 86_400_000_000;
+        let micros = match self {
+            CursorKind::Integer => return Some(Value::from(v)),
+            CursorKind::Date => v.checked_mul(DAY_US)?.checked_sub(DAY_US)?,
+            CursorKind::Timestamp {
+                per_second, zulu, ..
+            } => {
+                let us = if per_second >= 1_000_000 {
+                    v.div_euclid(per_second / 1_000_000)
+                } else {
+                    v.checked_mul(1_000_000 / per_second)?
+                };
+                if zulu {
+                    us
+                } else {
+                    us.checked_sub(DAY_US)?
+                }
+            }
+        };
+        // RFC 3339 only knows years 1..=9999 (no " BC", no five-digit years).
+        let (year, ..) = crate::record::civil_from_days(micros.div_euclid(DAY_US));
+        if !(1..=9999).contains(&year) {
+            return None;
+        }
+        let mut out = Vec::new();
+        write_timestamp(micros, 1_000_000, 6, true, &mut out);
+        Some(Value::from(String::from_utf8_lossy(&out).into_owned()))
+    }
+}
+
+fn digits(s: &str) -> Option<i64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `YYYY-MM-DD` (four or more year digits) at the start of `s`, with ` BC` at the very end of `s`
+/// taken into account; returns days since 1970-01-01 and what follows the date (without ` BC`).
+fn parse_date(s: &str) -> Option<(i64, &str)> {
+    let (s, bc) = match s.strip_suffix(" BC") {
+        Some(s) => (s, true),
+        None => (s, false),
+    };
+    let year_len = s.bytes().take_while(u8::is_ascii_digit).count();
+    if year_len < 4 {
+        return None;
+    }
+    let year = digits(&s[..year_len])?;
+    let rest = &s[year_len..];
+    if rest.get(0..1)? != "-" || rest.get(3..4)? != "-" {
+        return None;
+    }
+    let month = digits(rest.get(1..3)?)? as u32;
+    let day = digits(rest.get(4..6)?)? as u32;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    let year = if bc { 1 - year } else { year };
+    Some((days_from_civil(year, month, day), &rest[6..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TSTZ: CursorKind = CursorKind::Timestamp {
+        per_second: 1_000_000,
+        digits: 6,
+        zulu: true,
+    };
+    const TS: CursorKind = CursorKind::Timestamp {
+        per_second: 1_000_000,
+        digits: 6,
+        zulu: false,
+    };
+
+    #[test]
+    fn cursors_round_trip_through_json() {
+        for v in [0i64, 1, -1, 1_790_812_800_000_001, -62_135_596_800_000_001] {
+            for kind in [TSTZ, TS] {
+                let j = kind.to_json(v);
+                assert_eq!(kind.from_json(&j), Some(v), "{j}");
+            }
+        }
+        for d in [0i64, 20_727, -800_000] {
+            assert_eq!(
+                CursorKind::Date.from_json(&CursorKind::Date.to_json(d)),
+                Some(d)
+            );
+        }
+        assert_eq!(
+            CursorKind::Integer.from_json(&CursorKind::Integer.to_json(-5)),
+            Some(-5)
+        );
+        assert_eq!(
+            TSTZ.from_json(&Value::from("2026-10-01T00:00:00Z")),
+            Some(1_790_812_800_000_000)
+        );
+        for bad in [
+            "",
+            "2026-10-01",
+            "2026-13-01T00:00:00Z",
+            "2026-10-01T00:00:00+01:00",
+        ] {
+            assert_eq!(TSTZ.from_json(&Value::from(bad)), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn start_bounds_are_safe() {
+        assert_eq!(
+            TSTZ.start_bound(1_790_812_800_000_001),
+            Some(Value::from("2026-10-01T00:00:00.000001Z"))
+        );
+        assert_eq!(
+            TS.start_bound(1_790_812_800_000_000),
+            Some(Value::from("2026-09-30T00:00:00.000000Z"))
+        );
+        assert_eq!(
+            CursorKind::Date.start_bound(20_727),
+            Some(Value::from("2026-09-30T00:00:00.000000Z"))
+        );
+        assert_eq!(CursorKind::Integer.start_bound(7), Some(Value::from(7)));
+        assert_eq!(TSTZ.start_bound(i64::MAX), None);
+        assert_eq!(TSTZ.start_bound(-62_135_596_800_000_001), None);
+    }
+
+    #[test]
+    fn states_round_trip_and_reject_strangers() {
+        let d = StreamDescriptor {
+            name: "m".into(),
+            namespace: Some("public".into()),
+        };
+        let mut s = StreamState::new(
+            SyncMode::Incremental,
+            vec!["time".into()],
+            Some("time".into()),
+        );
+        s.in_progress.insert("c1".into(), Some("dGlja2V0".into()));
+        s.completed_chunks.push("c0".into());
+        let blob = serde_json::to_value(&s).unwrap();
+        assert_eq!(parse(&d, blob).unwrap(), Some(s));
+        assert_eq!(parse(&d, serde_json::json!({})).unwrap(), None);
+        assert!(matches!(
+            parse(&d, serde_json::json!({"cursor": 1})),
+            Err(Error::State(_))
+        ));
+    }
+}

@@ -1,0 +1,49 @@
+//! # hyperflight-server
+//!
+//! An Apache Arrow Flight server that serves TimescaleDB hypertables chunk by chunk (and plain
+//! PostgreSQL tables), so clients read chunks in parallel as Arrow streams.
+//!
+//! ```text
+//!  PostgreSQL/TimescaleDB
+//!    │ catalog queries (cached)        COPY (SELECT …) TO STDOUT (FORMAT binary), one per endpoint
+//!    ▼                                  ▼
+//!  catalog ──► plan (pruning, tickets) ──► scan ──► pgarrow (binary COPY → Arrow arrays)
+//!                      │                                     │
+//!                      ▼                                     ▼
+//!              service (Flight: ListFlights · GetFlightInfo · GetSchema · DoGet · DoAction)
+//!                                                            │
+//!                                  stream (Arrow IPC + resume ticket per batch) ──► client
+//! ```
+//!
+//! # Layout
+//! - [`cli`]: what the binaries share: logging to stderr, the shutdown signal.
+//! - [`config`]: settings: defaults, TOML file, environment, flags, validation, secrets.
+//! - `error`: the service error, SQLSTATE classification, the one mapping to `tonic::Status`.
+//! - `db`: the connection pool (read-only sessions, timeouts, `application_name`).
+//! - `catalog`: discovery of tables, hypertables, dimensions and chunks; the cache.
+//! - [`ticket`]: versioned, HMAC-signed tickets; decoding never panics.
+//! - `plan`: descriptors → endpoints with tickets (chunk pruning); tickets → scans.
+//! - `scan`: the SQL of one endpoint and the COPY loop feeding a bounded channel.
+//! - `stream`: batches → Flight data with a resume ticket on each.
+//! - `metrics`: Prometheus names, the `/metrics` endpoint, the server-wide memory budget.
+//! - `service`: `impl FlightService`.
+//! - `snapshot`: exported snapshots held for `consistent_snapshot` reads.
+//! - [`server`]: `run(listener, config, shutdown)`: tonic, auth, TLS, limits, re-discovery.
+//!
+//! The type table and COPY decoder live in the `pgarrow` crate, the wire contract in `protocol`.
+
+mod catalog;
+pub mod cli;
+pub mod config;
+mod db;
+mod error;
+mod metrics;
+mod plan;
+mod scan;
+pub mod server;
+mod service;
+mod snapshot;
+mod stream;
+pub mod ticket;
+
+pub use server::run;

@@ -1,0 +1,402 @@
+//! One endpoint's read: `COPY (SELECT …) TO STDOUT (FORMAT binary)` of one relation, decoded into
+//! record batches and sent down a bounded channel, so a slow client slows the scan instead of filling
+//! memory.
+//!
+//! Rows come in physical (ctid) order: the session turns off synchronized seq scans, parallel
+//! workers and index scans, so a scan starts at block 0 and walks the heap forward, and a resumed
+//! scan is a TID range scan after the last delivered row. The relation is locked (ACCESS SHARE) before its relfilenode is checked, so it cannot
+//! be rewritten between the check and the read.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Object, Pool};
+use futures::StreamExt;
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::catalog::{quote_ident, QualifiedName, TimeDimension};
+use crate::error::{DbError, Error};
+use crate::metrics::{MemoryBudget, Metrics, Reservation};
+use pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, DecodedBatch, Tid};
+
+/// Decoded bytes after which a batch is cut even if it has fewer than `batch_rows` rows, so wide rows
+/// cannot make one batch (and one gRPC message) arbitrarily large.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+
+/// Batches buffered between the scan and the gRPC stream, per stream.
+const CHANNEL_BATCHES: usize = 2;
+
+/// Filter on the time dimension, in TimescaleDB's internal units; start inclusive, end exclusive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimeFilter {
+    /// The dimension filtered on.
+    pub dimension: TimeDimension,
+    /// Inclusive lower bound.
+    pub start: Option<i64>,
+    /// Exclusive upper bound.
+    pub end: Option<i64>,
+}
+
+/// Everything needed to read one endpoint.
+#[derive(Debug, Clone)]
+pub struct ScanSpec {
+    /// The relation read: a chunk or a plain table.
+    pub relation: QualifiedName,
+    /// `FROM ONLY`: a plain table's inheritance children are not part of it.
+    pub only: bool,
+    /// Track ctids for resume tickets (false where ctids are meaningless, e.g. compressed chunks).
+    pub with_tid: bool,
+    /// Output columns.
+    pub columns: Vec<ColumnPlan>,
+    /// Row filter on the time dimension.
+    pub filter: Option<TimeFilter>,
+    /// Heap blocks `[start, end)` to read; `None` for all, an open end for all from `start`.
+    pub blocks: Option<(u32, Option<u32>)>,
+    /// Rows up to and including this position were already delivered.
+    pub resume_after: Option<Tid>,
+    /// relfilenode the ticket was issued for; the scan refuses to read another.
+    pub relfilenode: u32,
+    /// Exported snapshot to read (`SET TRANSACTION SNAPSHOT`), already validated as an id.
+    pub snapshot: Option<String>,
+    /// Rows per batch, at most.
+    pub batch_rows: usize,
+    /// Database-side limit on the COPY.
+    pub statement_timeout: Duration,
+}
+
+impl ScanSpec {
+    /// The COPY statement. Every identifier is quoted and every value is a number or a literal this
+    /// server formatted from a number: COPY takes no bind parameters.
+    pub fn copy_sql(&self) -> String {
+        let mut select: Vec<String> = Vec::with_capacity(self.columns.len() + 1);
+        if self.with_tid {
+            select.push("ctid".into());
+        }
+        for c in &self.columns {
+            let ident = quote_ident(c.field.name());
+            select.push(if c.cast_to_text {
+                format!("{ident}::text")
+            } else {
+                ident
+            });
+        }
+        let mut conditions = Vec::new();
+        if let Some((start, end)) = self.blocks {
+            if start > 0 {
+                conditions.push(format!("ctid >= '({start},0)'::tid"));
+            }
+            if let Some(end) = end {
+                conditions.push(format!("ctid < '({end},0)'::tid"));
+            }
+        }
+        if let Some(t) = self.resume_after {
+            conditions.push(format!("ctid > '({},{})'::tid", t.block, t.offset));
+        }
+        if let Some(f) = &self.filter {
+            let col = quote_ident(&f.dimension.column);
+            if let Some(start) = f.start {
+                conditions.push(format!("{col} >= {}", literal(&f.dimension, start)));
+            }
+            if let Some(end) = f.end {
+                conditions.push(format!("{col} < {}", literal(&f.dimension, end)));
+            }
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        format!(
+            "COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT binary)",
+            select.join(", "),
+            if self.only { "ONLY " } else { "" },
+            self.relation.quoted(),
+            where_clause
+        )
+    }
+}
+
+/// A SQL literal for an internal dimension value: the number for integer dimensions, otherwise a
+/// timestamp built from microseconds since the Unix epoch and cast to the column's type.
+fn literal(dim: &TimeDimension, value: i64) -> String {
+    if dim.is_integer() {
+        value.to_string()
+    } else {
+        let ty = match dim.type_oid {
+            1082 => "date",
+            1114 => "timestamp",
+            _ => "timestamptz",
+        };
+        format!("(timestamptz 'epoch' + {value} * interval '1 microsecond')::{ty}")
+    }
+}
+
+/// What arrives from a scan: a batch with the budget it holds, or the error that ended the scan.
+pub type ScanItem = Result<(DecodedBatch, Reservation), Error>;
+
+/// Runs scans: the pool they read from, the server-wide cap on running scans, and the memory budget
+/// for batches waiting to be sent.
+pub struct Scanner {
+    /// Connections.
+    pub pool: Pool,
+    /// `max_concurrent_chunks` slots, handed out in request order.
+    pub slots: Arc<Semaphore>,
+    /// `max_memory_mb`.
+    pub budget: Arc<MemoryBudget>,
+    /// Where scans report.
+    pub metrics: Arc<Metrics>,
+}
+
+impl Scanner {
+    /// Starts reading `spec`; batches (or the error that ended the read) arrive on the returned
+    /// channel. The scan first waits for a slot, calls `on_complete` once the relation was read to its
+    /// end, and stops — cancelling the query on the database and discarding the connection — as soon
+    /// as the receiver is dropped.
+    pub fn start(
+        &self,
+        spec: ScanSpec,
+        on_complete: impl FnOnce() + Send + 'static,
+    ) -> mpsc::Receiver<ScanItem> {
+        let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let (pool, slots, budget, metrics) = (
+            self.pool.clone(),
+            self.slots.clone(),
+            self.budget.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let slot = tokio::select! {
+                slot = slots.acquire_owned() => slot,
+                _ = tx.closed() => return,
+            };
+            let Ok(_slot) = slot else {
+                let _ = tx.send(Err(Error::ShuttingDown)).await;
+                return;
+            };
+            metrics.active_scans.inc();
+            let _running = scopeguard(|| metrics.active_scans.dec());
+            let started = std::time::Instant::now();
+            let client = match pool.get().await {
+                Ok(c) => c,
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                    return;
+                }
+            };
+            let cancel = client.cancel_token();
+            let mut client = client;
+            let outcome = copy_into(&mut client, &spec, &budget, &tx).await;
+            if let Ok(true) = outcome {
+                metrics.chunks.inc();
+                metrics
+                    .chunk_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                on_complete();
+                return;
+            }
+            // The COPY may still be running: stop it, and never give this connection back.
+            if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+                tracing::debug!(error = %e, "cancel request failed");
+            }
+            drop(Object::take(client));
+            if let Err(e) = outcome {
+                let e = match e {
+                    Error::Database(DbError::UndefinedTable) => {
+                        Error::ChunkGone(spec.relation.to_string())
+                    }
+                    other => other,
+                };
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        rx
+    }
+}
+
+/// Runs `f` when dropped, however the scope ends.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
+}
+
+/// Reserves budget for `batch` and sends it; false when the receiver went away meanwhile.
+async fn hand_on(batch: DecodedBatch, budget: &MemoryBudget, tx: &mpsc::Sender<ScanItem>) -> bool {
+    let reserved = tokio::select! {
+        r = budget.reserve(batch.batch.get_array_memory_size()) => r,
+        _ = tx.closed() => return false,
+    };
+    match reserved {
+        Some(r) => tx.send(Ok((batch, r))).await.is_ok(),
+        None => false,
+    }
+}
+
+/// Reads the relation into `tx`. Ok(true): read to its end; Ok(false): the receiver went away.
+async fn copy_into(
+    client: &mut Object,
+    spec: &ScanSpec,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+) -> Result<bool, Error> {
+    let txn = client
+        .build_transaction()
+        .read_only(true)
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .start()
+        .await?;
+    // SET TRANSACTION SNAPSHOT must come before any query of the transaction.
+    let attach = match &spec.snapshot {
+        Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
+        None => String::new(),
+    };
+    // Resume positions need rows in ctid order: no synchronized seq scans (they start mid-table), no
+    // parallel workers, and no index scans (a time window would come back in index order). Bitmap
+    // heap scans visit blocks in order and stay allowed.
+    txn.batch_execute(&format!(
+        "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
+         SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
+         SET LOCAL enable_indexonlyscan = off; LOCK TABLE {}{} IN ACCESS SHARE MODE",
+        spec.statement_timeout.as_millis(),
+        if spec.only { "ONLY " } else { "" },
+        spec.relation.quoted()
+    ))
+    .await?;
+    // Tickets are bound to the relation's storage: after a rewrite their block positions are void.
+    let row = txn
+        .query_one(
+            "SELECT relfilenode FROM pg_catalog.pg_class WHERE oid = $1::text::regclass",
+            &[&spec.relation.quoted()],
+        )
+        .await?;
+    if row.get::<_, u32>(0) != spec.relfilenode {
+        return Err(Error::Rewritten(spec.relation.to_string()));
+    }
+    let limits = BatchLimits {
+        rows: spec.batch_rows,
+        bytes: MAX_BATCH_BYTES,
+    };
+    let mut decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
+    let copy = txn.copy_out(&spec.copy_sql()).await?;
+    futures::pin_mut!(copy);
+    loop {
+        // A client that goes away is noticed even while the database is slow to send.
+        let data: bytes::Bytes = tokio::select! {
+            biased;
+            _ = tx.closed() => return Ok(false),
+            next = copy.next() => match next {
+                Some(data) => data?,
+                None => break,
+            },
+        };
+        decoder.push(&data)?;
+        while let Some(batch) = decoder.next_batch() {
+            if !hand_on(batch, budget, tx).await {
+                return Ok(false);
+            }
+        }
+    }
+    // finish() hands back the oldest pending batch; any others follow in order.
+    let first = decoder.finish()?;
+    for batch in first
+        .into_iter()
+        .chain(std::iter::from_fn(|| decoder.next_batch()))
+    {
+        if !hand_on(batch, budget, tx).await {
+            return Ok(false);
+        }
+    }
+    txn.commit().await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pgarrow::{plan_column, PgType};
+
+    fn spec() -> ScanSpec {
+        let int8 = PgType {
+            oid: 20,
+            typmod: -1,
+            elem_oid: None,
+            is_enum: false,
+        };
+        let inet = PgType {
+            oid: 869,
+            ..int8.clone()
+        };
+        ScanSpec {
+            relation: QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk"),
+            only: false,
+            with_tid: true,
+            columns: vec![plan_column("read\"ing", &int8), plan_column("addr", &inet)],
+            filter: Some(TimeFilter {
+                dimension: TimeDimension {
+                    column: "time".into(),
+                    type_oid: 1184,
+                },
+                start: Some(1_000_000),
+                end: None,
+            }),
+            blocks: None,
+            resume_after: Some(Tid {
+                block: 3,
+                offset: 17,
+            }),
+            relfilenode: 1,
+            snapshot: None,
+            batch_rows: 10,
+            statement_timeout: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn copy_sql_quotes_casts_and_bounds() {
+        assert_eq!(
+            spec().copy_sql(),
+            "COPY (SELECT ctid, \"read\"\"ing\", \"addr\"::text FROM \
+             \"_timescaledb_internal\".\"_hyper_1_2_chunk\" WHERE ctid > '(3,17)'::tid AND \
+             \"time\" >= (timestamptz 'epoch' + 1000000 * interval '1 microsecond')::timestamptz) \
+             TO STDOUT (FORMAT binary)"
+        );
+    }
+
+    #[test]
+    fn block_ranges_bound_the_tid_scan() {
+        let s = ScanSpec {
+            blocks: Some((8, Some(16))),
+            filter: None,
+            ..spec()
+        };
+        assert!(s.copy_sql().contains(
+            "WHERE ctid >= '(8,0)'::tid AND ctid < '(16,0)'::tid AND ctid > '(3,17)'::tid)"
+        ));
+        let open = ScanSpec {
+            blocks: Some((0, None)),
+            filter: None,
+            resume_after: None,
+            ..spec()
+        };
+        assert!(!open.copy_sql().contains("WHERE"));
+    }
+
+    #[test]
+    fn plain_table_reads_only_itself() {
+        let s = ScanSpec {
+            only: true,
+            with_tid: false,
+            filter: None,
+            resume_after: None,
+            ..spec()
+        };
+        assert!(s.copy_sql().contains("FROM ONLY \"_timescaledb_internal\""));
+        assert!(!s.copy_sql().contains("ctid"));
+    }
+}

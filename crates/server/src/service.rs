@@ -1,0 +1,323 @@
+//! `impl FlightService`: ListFlights, GetFlightInfo, GetSchema, DoGet, DoAction. Each call delegates to
+//! the catalog, the planner, the scan and the stream encoder; errors map to gRPC status in one place
+//! (`From<Error> for Status`).
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
+};
+use futures::stream::{self, BoxStream};
+use futures::{Stream, StreamExt};
+use protocol::ActionName;
+use serde_json::json;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::catalog::Catalog;
+use crate::error::{DbError, Error};
+use crate::metrics::Metrics;
+use crate::plan::{schema_of, Planner, TableRequest};
+use crate::scan::Scanner;
+use crate::snapshot::Snapshots;
+use crate::stream::{count_error, flight_data};
+
+/// The Flight service.
+pub struct Service {
+    catalog: Arc<Catalog>,
+    planner: Planner,
+    scanner: Scanner,
+    snapshots: Arc<Snapshots>,
+    metrics: Arc<Metrics>,
+    max_scans: usize,
+    auth_token: Option<String>,
+}
+
+impl Service {
+    /// A service over `catalog`, reading through `scanner`. `auth_token` is what a successful
+    /// Handshake hands back (the interceptor has already checked the caller).
+    pub fn new(
+        catalog: Arc<Catalog>,
+        planner: Planner,
+        scanner: Scanner,
+        snapshots: Arc<Snapshots>,
+        auth_token: Option<String>,
+    ) -> Self {
+        Service {
+            catalog,
+            planner,
+            max_scans: scanner.slots.available_permits(),
+            metrics: scanner.metrics.clone(),
+            scanner,
+            snapshots,
+            auth_token,
+        }
+    }
+
+    /// Stops new scans from starting (shutdown): waiting DoGets end with UNAVAILABLE.
+    pub fn close(&self) {
+        self.scanner.slots.close();
+    }
+
+    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
+        let request = TableRequest::from_descriptor(&descriptor)?;
+        let expires_at_ms = self.planner.expiry(now_ms());
+        let plan = if request.consistent_snapshot {
+            let id = self.snapshots.export(expires_at_ms).await?;
+            // Discover after exporting, so every chunk the snapshot can see is planned.
+            let planned = match self.catalog.refresh().await {
+                Ok(catalog) => self
+                    .planner
+                    .plan(&catalog, &request, expires_at_ms, Some(&id)),
+                Err(e) => Err(e.into()),
+            };
+            // On failure, no relation is expected and the snapshot is released at once.
+            let relations = planned
+                .as_ref()
+                .map(|p| p.relations.clone())
+                .unwrap_or_default();
+            self.snapshots.expect(&id, relations);
+            planned?
+        } else {
+            let catalog = self.catalog.snapshot().await?;
+            self.planner.plan(&catalog, &request, expires_at_ms, None)?
+        };
+        let expiry = prost_types::Timestamp {
+            seconds: expires_at_ms.div_euclid(1000),
+            nanos: (expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
+        };
+        let endpoints = plan.endpoints.into_iter().map(|e| {
+            FlightEndpoint::new()
+                .with_ticket(Ticket::new(e.ticket))
+                .with_expiration_time(expiry)
+                .with_app_metadata(e.metadata.to_json())
+        });
+        Ok(FlightInfo::new()
+            .try_with_schema(&plan.schema)?
+            .with_descriptor(descriptor)
+            .with_endpoints(endpoints.collect())
+            .with_total_records(plan.total_records)
+            .with_total_bytes(plan.total_bytes))
+    }
+
+    async fn list(&self) -> Result<Vec<FlightInfo>, Error> {
+        let snapshot = self.catalog.snapshot().await?;
+        snapshot
+            .tables()
+            .map(|t| {
+                let schema = schema_of(&self.planner.columns(t, None)?);
+                let descriptor =
+                    FlightDescriptor::new_path(vec![t.name.schema.clone(), t.name.name.clone()]);
+                Ok(FlightInfo::new()
+                    .try_with_schema(&schema)?
+                    .with_descriptor(descriptor)
+                    .with_total_records(t.estimated_rows)
+                    .with_total_bytes(t.size_bytes))
+            })
+            .collect()
+    }
+
+    /// Verifies a ticket, resolves it against current discovery and starts its scan.
+    async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
+        let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
+        let snapshot = self.catalog.snapshot().await?;
+        let spec = self.planner.resolve(&snapshot, &body)?;
+        let on_complete = match &spec.snapshot {
+            Some(id) if !self.snapshots.is_held(id) => return Err(Error::SnapshotGone(id.clone())),
+            Some(id) => {
+                let (snapshots, id, relation) =
+                    (self.snapshots.clone(), id.clone(), spec.relation.clone());
+                Box::new(move || snapshots.completed(&id, &relation)) as Box<dyn FnOnce() + Send>
+            }
+            None => Box::new(|| {}),
+        };
+        let schema = schema_of(&spec.columns);
+        let relation = spec.relation.to_string();
+        tracing::debug!(table = %body.table_name, relation, resume = spec.resume_after.is_some(), "DoGet");
+        let batches = self.scanner.start(spec, on_complete);
+        let signer = self.planner.signer.clone();
+        let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
+        let resume = move |tid: pgarrow::Tid| {
+            signer.sign(&crate::ticket::TicketBody {
+                resume_after: Some(tid.into()),
+                expires_at_ms: now_ms().saturating_add(ttl_ms),
+                ..body.clone()
+            })
+        };
+        Ok(Box::pin(flight_data(
+            schema,
+            relation,
+            batches,
+            resume,
+            self.metrics.clone(),
+        )))
+    }
+
+    async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
+        let Some(name) = ActionName::parse(&action.r#type) else {
+            let known: Vec<&str> = ActionName::ALL.iter().map(|a| a.as_str()).collect();
+            return Err(Error::InvalidRequest(format!(
+                "unknown action {:?}; known: {}",
+                protocol::status::clip(&action.r#type),
+                known.join(", ")
+            )));
+        };
+        match name {
+            ActionName::Refresh => {
+                let snapshot = self.catalog.refresh().await?;
+                Ok(json!({ "tables": snapshot.tables().count() }))
+            }
+            ActionName::Health => {
+                let client = self.scanner.pool.get().await.map_err(DbError::from)?;
+                client
+                    .simple_query("SELECT 1")
+                    .await
+                    .map_err(DbError::from)?;
+                let snapshot = self.catalog.snapshot().await?;
+                Ok(json!({ "status": "ok", "timescaledb": snapshot.timescaledb_version }))
+            }
+            ActionName::Stats => {
+                let mut stats = self.metrics.json();
+                stats["held_snapshots"] = json!(self.snapshots.count());
+                stats["max_concurrent_chunks"] = json!(self.max_scans);
+                Ok(stats)
+            }
+        }
+    }
+}
+
+/// Now, in ms since the Unix epoch (the unit of ticket expiry).
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+type Boxed<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+fn once<T: Send + 'static>(item: T) -> Boxed<T> {
+    Box::pin(stream::once(async move { Ok(item) }))
+}
+
+#[tonic::async_trait]
+impl FlightService for Service {
+    type HandshakeStream = Boxed<HandshakeResponse>;
+    type ListFlightsStream = Boxed<FlightInfo>;
+    type DoGetStream = Boxed<FlightData>;
+    type DoPutStream = Boxed<PutResult>;
+    type DoExchangeStream = Boxed<FlightData>;
+    type DoActionStream = Boxed<arrow_flight::Result>;
+    type ListActionsStream = Boxed<ActionType>;
+
+    async fn handshake(
+        &self,
+        _request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        // The interceptor already checked the caller (bearer token, or basic auth whose password is
+        // the token); hand back the bearer token, in the payload and in the header clients read.
+        let token = self.auth_token.clone().unwrap_or_default();
+        let mut response = Response::new(once(HandshakeResponse {
+            protocol_version: 0,
+            payload: token.clone().into(),
+        }));
+        if !token.is_empty() {
+            if let Ok(v) = format!("Bearer {token}").parse() {
+                response.metadata_mut().insert("authorization", v);
+            }
+        }
+        Ok(response)
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let infos = self.list().await?;
+        let s: BoxStream<'static, Result<FlightInfo, Status>> =
+            stream::iter(infos.into_iter().map(Ok)).boxed();
+        Ok(Response::new(s))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        Ok(Response::new(self.flight_info(request.into_inner()).await?))
+    }
+
+    async fn poll_flight_info(
+        &self,
+        _request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        Err(Status::unimplemented("PollFlightInfo: use GetFlightInfo"))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let req = TableRequest::from_descriptor(request.get_ref())?;
+        let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
+        let table = self.planner.table(&snapshot, &req.table)?;
+        let schema = schema_of(&self.planner.columns(table, req.columns.as_deref())?);
+        let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
+            .map_err(Error::from)?;
+        Ok(Response::new(result))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        self.start_stream(request.get_ref())
+            .await
+            .map(Response::new)
+            .map_err(|e| {
+                let status = Status::from(e);
+                count_error(&self.metrics, &status);
+                status
+            })
+    }
+
+    async fn do_put(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        Err(Status::unimplemented("hyperflight is read-only"))
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("hyperflight is read-only"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let value = self.action(request.get_ref()).await?;
+        Ok(Response::new(once(arrow_flight::Result::new(
+            value.to_string(),
+        ))))
+    }
+
+    async fn list_actions(
+        &self,
+        _request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let actions = ActionName::ALL.map(|a| {
+            Ok(ActionType {
+                r#type: a.as_str().into(),
+                description: a.description().into(),
+            })
+        });
+        Ok(Response::new(Box::pin(stream::iter(actions))))
+    }
+}

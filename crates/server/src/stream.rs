@@ -1,0 +1,107 @@
+//! The DoGet response: the schema message, then every batch as an Arrow IPC message whose
+//! `app_metadata` is a signed resume ticket for the rows after it.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
+use arrow_flight::{FlightData, SchemaAsIpc};
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::error::Error;
+use crate::metrics::Metrics;
+use pgarrow::Tid;
+use crate::scan::ScanItem;
+
+/// One DoGet stream's life: counted as active while it exists, logged once when it ends.
+struct Active {
+    metrics: Arc<Metrics>,
+    relation: String,
+    started: std::time::Instant,
+    rows: u64,
+    bytes: u64,
+    failed: bool,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.metrics.active_streams.dec();
+        tracing::info!(
+            relation = %self.relation,
+            rows = self.rows,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_millis() as u64,
+            outcome = if self.failed { "error" } else { "ended" },
+            "DoGet stream closed"
+        );
+    }
+}
+
+/// Counts a DoGet that failed, before or during its stream.
+pub fn count_error(metrics: &Metrics, status: &Status) {
+    metrics
+        .errors
+        .with_label_values(&[protocol::code_name(status.code())])
+        .inc();
+}
+
+/// Encodes the batches arriving on `batches` as FlightData. `resume_ticket` mints the ticket for the
+/// rows after a batch whose last row sits at the given position; batches without a position (no ctid
+/// tracking) carry no resume ticket. An error from the scan ends the stream with that error's status,
+/// never with a clean end of a truncated stream. A batch's memory reservation is returned once it is
+/// encoded.
+pub fn flight_data(
+    schema: SchemaRef,
+    relation: String,
+    batches: mpsc::Receiver<ScanItem>,
+    resume_ticket: impl Fn(Tid) -> Bytes + Send + 'static,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
+    let options = IpcWriteOptions::default();
+    let head: FlightData = SchemaAsIpc::new(&schema, &options).into();
+    let generator = IpcDataGenerator::default();
+    // Our schemas have no dictionary columns; the tracker is required by the API all the same.
+    let mut dictionaries = DictionaryTracker::new(false);
+    let mut context = Default::default();
+    metrics.active_streams.inc();
+    let mut active = Active {
+        metrics,
+        relation,
+        started: std::time::Instant::now(),
+        rows: 0,
+        bytes: 0,
+        failed: false,
+    };
+    let body = ReceiverStream::new(batches).map(move |item| {
+        let metrics = active.metrics.clone();
+        let result = item.and_then(|(decoded, _reservation)| {
+            let (_, encoded) = generator
+                .encode(&decoded.batch, &mut dictionaries, &options, &mut context)
+                .map_err(Error::from)?;
+            let data = FlightData::from(encoded);
+            let (rows, bytes) = (
+                decoded.batch.num_rows() as u64,
+                (data.data_header.len() + data.data_body.len()) as u64,
+            );
+            metrics.rows.inc_by(rows);
+            metrics.bytes.inc_by(bytes);
+            active.rows += rows;
+            active.bytes += bytes;
+            Ok(match decoded.last_tid {
+                Some(tid) => data.with_app_metadata(resume_ticket(tid)),
+                None => data,
+            })
+        });
+        result.map_err(|e| {
+            let status = Status::from(e);
+            count_error(&metrics, &status);
+            active.failed = true;
+            status
+        })
+    });
+    futures::stream::once(async move { Ok(head) }).chain(body)
+}

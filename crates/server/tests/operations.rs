@@ -1,0 +1,539 @@
+//! Running it in production: settings priority and validation through the binary, database outages,
+//! clients that go away, SIGTERM, and background re-discovery.
+
+
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use arrow_flight::Action;
+use testkit::*;
+use futures::TryStreamExt;
+
+const BIN: &str = env!("CARGO_BIN_EXE_hyperflight");
+
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("check-config").args(args);
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
+        cmd.env_remove(k);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn settings_come_from_file_then_env_then_flags() {
+    let dir = std::env::temp_dir().join(format!("hf-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("hyperflight.toml");
+    std::fs::write(
+        &file,
+        "batch_rows = 100\nmax_concurrent_chunks = 3\nschemas = [\"a\"]\n",
+    )
+    .unwrap();
+    let f = file.to_str().unwrap();
+
+    let (code, out, _) = check_config(&["--config", f], &[]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("batch_rows: 100,") && out.contains("max_concurrent_chunks: 3,"),
+        "{out}"
+    );
+    assert!(
+        out.contains("max_memory_mb: 512,"),
+        "defaults fill the rest: {out}"
+    );
+
+    let env = [
+        ("HYPERFLIGHT_BATCH_ROWS", "200"),
+        ("HYPERFLIGHT_SCHEMAS", "x,y"),
+    ];
+    let (_, out, _) = check_config(&["--config", f], &env);
+    assert!(
+        out.contains("batch_rows: 200,") && out.contains("max_concurrent_chunks: 3,"),
+        "{out}"
+    );
+    assert!(out.contains("\"x\",\n        \"y\","), "env list: {out}");
+
+    let (_, out, _) = check_config(&["--config", f, "--batch-rows", "300"], &env);
+    assert!(out.contains("batch_rows: 300,"), "{out}");
+
+    let (_, out, _) = check_config(
+        &[
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+            "--auth-token",
+            "tok3n",
+        ],
+        &[],
+    );
+    assert!(
+        !out.contains("hunter2") && !out.contains("tok3n"),
+        "secrets are redacted: {out}"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn every_invalid_setting_exits_2_naming_it() {
+    for (flag, value, setting) in [
+        ("--database-url", "mysql://x", "database_url"),
+        ("--listen", "nowhere", "listen"),
+        ("--metrics-listen", "9469", "metrics_listen"),
+        (
+            "--chunk-discovery-interval-minutes",
+            "0",
+            "chunk_discovery_interval_minutes",
+        ),
+        ("--chunk-cache-ttl-minutes", "0", "chunk_cache_ttl_minutes"),
+        ("--max-concurrent-chunks", "0", "max_concurrent_chunks"),
+        ("--max-memory-mb", "1", "max_memory_mb"),
+        ("--batch-rows", "0", "batch_rows"),
+        ("--plain-endpoint-mb", "0", "plain_endpoint_mb"),
+        ("--ticket-secret", "short", "ticket_secret"),
+        ("--ticket-ttl-minutes", "0", "ticket_ttl_minutes"),
+        (
+            "--statement-timeout-seconds",
+            "0",
+            "statement_timeout_seconds",
+        ),
+        (
+            "--shutdown-grace-seconds",
+            "99999",
+            "shutdown_grace_seconds",
+        ),
+        ("--auth-token", "", "auth_token"),
+        ("--tls-cert", "c.pem", "tls_cert"),
+    ] {
+        let (code, _, err) = check_config(&[flag, value], &[]);
+        assert_eq!(code, 2, "{flag} {value}: {err}");
+        assert!(err.contains(setting), "{flag} {value}: {err}");
+    }
+    // Malformed values are refused by the parser, also with exit 2 and the flag's name.
+    let (code, _, err) = check_config(&["--batch-rows", "many"], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--batch-rows"), "{err}");
+    let (code, _, err) = check_config(&[], &[("HYPERFLIGHT_MAX_CONCURRENT_CHUNKS", "-1")]);
+    assert_eq!(code, 2);
+    assert!(err.contains("max-concurrent-chunks"), "{err}");
+    let dir = std::env::temp_dir().join(format!("hf-badfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "batch_rows = \"lots\"\n").unwrap();
+    let (code, _, err) = check_config(&["--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, 2);
+    assert!(err.contains("batch_rows"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// A cluster of this test's own, so stopping it disturbs no other test.
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl OwnCluster {
+    fn script(dir: &std::path::Path, cmd: &str) -> String {
+        let out = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .arg(cmd)
+            .env("HYPERFLIGHT_CLUSTER_DIR", dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "cluster.sh {cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn start(name: &str) -> OwnCluster {
+        let dir = std::env::temp_dir().join(format!("hf-{name}-{}", std::process::id()));
+        let url = Self::script(&dir, "start");
+        OwnCluster { dir, url }
+    }
+
+    fn stop(&self) {
+        Self::script(&self.dir, "stop");
+    }
+
+    fn restart(&self) {
+        assert_eq!(
+            Self::script(&self.dir, "start"),
+            self.url,
+            "same port after restart"
+        );
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/cluster.sh"))
+            .arg("stop")
+            .env("HYPERFLIGHT_CLUSTER_DIR", &self.dir)
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_outage_is_unavailable_and_the_server_recovers() {
+    let cluster = OwnCluster::start("outage");
+    let db = pg(&cluster.url).await;
+    db.batch_execute(
+        "CREATE EXTENSION IF NOT EXISTS timescaledb;
+         CREATE TABLE m (time timestamptz NOT NULL, v int, pad text);
+         SELECT create_hypertable('m', 'time', chunk_time_interval => interval '1 day');
+         -- ~20 MB per chunk: far more than HTTP/2 windows and socket buffers hold.
+         INSERT INTO m SELECT timestamptz '2026-10-01 00:00:00+00' + g * interval '1 second', g,
+                              repeat('p', 200)
+           FROM generate_series(0, 2 * 86400 - 1) g;",
+    )
+    .await
+    .unwrap();
+    drop(db);
+    let mut c = config(&cluster.url);
+    c.cache_ttl = None; // every call asks the database
+    let server = TestServer::start(c).await;
+    let mut client = server.client().await;
+    let info = client.get_flight_info(path("public", "m")).await.unwrap();
+    assert_eq!(info.endpoint.len(), 2);
+
+    // A stream cut by the outage ends with an error, never as a clean, short stream.
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut rows = 0;
+    if let Some(data) = stream.try_next().await.unwrap() {
+        if let arrow_flight::decode::DecodedPayload::RecordBatch(b) = data.payload {
+            rows += b.num_rows();
+        }
+    }
+    cluster.stop();
+    let outcome = loop {
+        match stream.try_next().await {
+            Ok(Some(data)) => {
+                if let arrow_flight::decode::DecodedPayload::RecordBatch(b) = data.payload {
+                    rows += b.num_rows();
+                }
+            }
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(code(e)),
+        }
+    };
+    assert_eq!(
+        outcome,
+        Err(tonic::Code::Unavailable),
+        "the cut stream must fail, not end cleanly after {rows} of 86400 rows"
+    );
+    assert!(rows < 86_400);
+
+    // While it is down: fast UNAVAILABLE, server still up.
+    for _ in 0..3 {
+        let started = Instant::now();
+        let e = client
+            .get_flight_info(path("public", "m"))
+            .await
+            .unwrap_err();
+        assert_eq!(code(e), tonic::Code::Unavailable);
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "fails fast: {:?}",
+            started.elapsed()
+        );
+        let e = client
+            .do_action(Action::new("health", ""))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(code(e), tonic::Code::Unavailable);
+    }
+
+    cluster.restart();
+    let info = client.get_flight_info(path("public", "m")).await.unwrap();
+    assert_eq!(
+        row_count(&read_all(&server, &info).await),
+        2 * 86_400,
+        "same server, no restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_cancels_its_query() {
+    let app = format!("hf_gone_{}", std::process::id());
+    let url = format!("{}?application_name={app}", fixture_url());
+    let db = pg(fixture_url()).await;
+    let s = big_table(&db, "t_gone").await;
+    let server = TestServer::start(config(&url)).await;
+    let mut client = server.client().await;
+    let info = client.get_flight_info(path(&s, "big")).await.unwrap();
+
+    async fn backends(db: &tokio_postgres::Client, app: &str) -> i64 {
+        db.query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND query LIKE 'COPY%'",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    }
+    // Stop reading after one batch, with the stream still open: the scan is held by backpressure.
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.try_next().await.unwrap();
+    stream.try_next().await.unwrap();
+    assert_eq!(
+        backends(&db, &app).await,
+        1,
+        "the scan's query is there while the client holds the stream"
+    );
+
+    drop(stream);
+    drop(client);
+    let gone_by = Instant::now() + Duration::from_secs(5);
+    while backends(&db, &app).await > 0 {
+        assert!(
+            Instant::now() < gone_by,
+            "query still in pg_stat_activity 5 s after the client left"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_schema(&db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_rediscovery_finds_new_chunks() {
+    let db = pg(fixture_url()).await;
+    let s = format!("t_rediscover_{}", std::process::id());
+    private_hypertable(&db, &s, 2).await;
+    let mut c = config(fixture_url());
+    c.discovery_interval = Duration::from_millis(500);
+    let server = TestServer::start(c).await;
+    let mut client = server.client().await;
+    assert_eq!(
+        client
+            .get_flight_info(path(&s, "m"))
+            .await
+            .unwrap()
+            .endpoint
+            .len(),
+        2
+    );
+
+    db.batch_execute(&format!(
+        "INSERT INTO {s}.m (time, reading) VALUES (timestamptz '2026-10-05 12:00:00+00', 1)"
+    ))
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = client
+            .get_flight_info(path(&s, "m"))
+            .await
+            .unwrap()
+            .endpoint
+            .len();
+        if n == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new chunk not discovered ({n} endpoints)"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop_schema(&db, &s).await;
+}
+
+/// A plain table of this test's own, large enough (~40 MB) that its stream cannot sit whole in
+/// HTTP/2 windows and socket buffers: the server is still sending when the client stalls.
+async fn big_table(db: &tokio_postgres::Client, prefix: &str) -> String {
+    let s = scratch_schema(db, prefix).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {s}.big AS SELECT g AS id, repeat('x', 120) AS pad FROM generate_series(1, 300000) g;"
+    ))
+    .await
+    .unwrap();
+    s
+}
+
+/// The server binary on a free port against the fixture; killed when dropped.
+/// Its stderr goes to a file, for tests that read the logs.
+struct ServerProcess(std::process::Child, String, std::path::PathBuf);
+
+impl ServerProcess {
+    fn start(extra: &[&str]) -> ServerProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let mut cmd = Command::new(BIN);
+        cmd.args([
+            "serve",
+            "--database-url",
+            fixture_url(),
+            "--listen",
+            &listen,
+            "--metrics-listen",
+            "",
+        ]);
+        let log = std::env::temp_dir().join(format!("hf-server-{}-{port}.log", std::process::id()));
+        cmd.args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
+            cmd.env_remove(k);
+        }
+        ServerProcess(cmd.spawn().unwrap(), format!("http://{listen}"), log)
+    }
+
+    async fn client(&self) -> arrow_flight::FlightClient {
+        for _ in 0..100 {
+            if let Ok(ch) = tonic::transport::Endpoint::new(self.1.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                return arrow_flight::FlightClient::new(ch);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("server did not come up");
+    }
+
+    fn sigterm(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    async fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "no exit within {limit:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+        let _ = std::fs::remove_file(&self.2);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_one_event_per_stream() {
+    let mut server = ServerProcess::start(&["--log-format", "json"]);
+    let mut client = server.client().await;
+    let info = client
+        .get_flight_info(path("public", "devices"))
+        .await
+        .unwrap();
+    let rows = read_ticket(&mut client, info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(row_count(&rows.batches), 100);
+    drop(client);
+    server.sigterm();
+    assert_eq!(
+        server.exit_within(Duration::from_secs(10)).await.code(),
+        Some(0)
+    );
+
+    let log = std::fs::read_to_string(&server.2).unwrap();
+    let events: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let closed: Vec<_> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "DoGet stream closed")
+        .collect();
+    assert_eq!(closed.len(), 1, "{log}");
+    let f = &closed[0]["fields"];
+    assert_eq!(f["relation"], "public.devices");
+    assert_eq!(f["rows"], 100);
+    assert!(f["bytes"].as_u64().unwrap() > 0);
+    assert!(f["duration_ms"].is_u64());
+    assert_eq!(f["outcome"], "ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_stream_finish_then_exits_0() {
+    let db = pg(fixture_url()).await;
+    let s = big_table(&db, "t_term").await;
+    let mut server =
+        ServerProcess::start(&["--batch-rows", "1024", "--shutdown-grace-seconds", "20"]);
+    let mut client = server.client().await;
+    let info = client.get_flight_info(path(&s, "big")).await.unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    let mut rows = 0;
+    if let Some(b) = stream.try_next().await.unwrap() {
+        rows += b.num_rows();
+    }
+    server.sigterm();
+    while let Some(b) = stream.try_next().await.unwrap() {
+        rows += b.num_rows();
+    }
+    assert_eq!(rows, 300_000, "the stream running at SIGTERM completed");
+    let status = server.exit_within(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0));
+    drop_schema(&db, &s).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_a_stalled_client_exits_0_after_the_grace_period() {
+    let db = pg(fixture_url()).await;
+    let s = big_table(&db, "t_stall").await;
+    let mut server =
+        ServerProcess::start(&["--batch-rows", "1024", "--shutdown-grace-seconds", "2"]);
+    let mut client = server.client().await;
+    let info = client.get_flight_info(path(&s, "big")).await.unwrap();
+    let mut stream = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap()
+        .into_inner();
+    stream.try_next().await.unwrap();
+    let sent = Instant::now();
+    server.sigterm();
+    let status = server.exit_within(Duration::from_secs(6)).await;
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        sent.elapsed() >= Duration::from_millis(1500),
+        "it waited for the stream first"
+    );
+    drop(stream);
+    drop_schema(&db, &s).await;
+}
