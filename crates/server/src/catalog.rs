@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use moka::future::Cache;
-use protocol::Bound;
+use protocol::{Bound, TableFacts};
 
 use crate::error::DbError;
 use crate::metrics::Metrics;
@@ -168,6 +168,27 @@ pub struct Table {
     pub size_bytes: i64,
     /// Row estimate, -1 if unknown.
     pub estimated_rows: i64,
+    /// Primary key columns in key order; empty when there is none.
+    pub primary_key: Vec<String>,
+}
+
+impl Table {
+    /// What clients learn about the table from its schema's metadata.
+    pub fn facts(&self) -> TableFacts {
+        let (kind, time_column) = match &self.kind {
+            TableKind::Hypertable { dimension, .. } => {
+                (protocol::TableKind::Hypertable, Some(dimension.column.clone()))
+            }
+            TableKind::HypertableRoot => (protocol::TableKind::Hypertable, None),
+            TableKind::Partitioned { .. } => (protocol::TableKind::Partitioned, None),
+            TableKind::Plain { .. } => (protocol::TableKind::Table, None),
+        };
+        TableFacts {
+            kind,
+            time_column,
+            primary_key: self.primary_key.clone(),
+        }
+    }
 }
 
 /// The result of one discovery.
@@ -342,6 +363,7 @@ impl Catalog {
                     columns: Vec::new(),
                     size_bytes,
                     estimated_rows,
+                    primary_key: Vec::new(),
                 },
             ));
         }
@@ -349,10 +371,12 @@ impl Catalog {
         let oids: Vec<u32> = tables.iter().map(|(oid, _)| *oid).collect();
         let mut columns = discover_columns(&client, &oids).await?;
         let mut leaves = discover_partitions(&client, &partitioned).await?;
+        let mut keys = discover_primary_keys(&client, &oids).await?;
         let tables = tables
             .into_iter()
             .map(|(oid, mut t)| {
                 t.columns = columns.remove(&oid).unwrap_or_default();
+                t.primary_key = keys.remove(&oid).unwrap_or_default();
                 if let TableKind::Partitioned { partitions } = &mut t.kind {
                     *partitions = leaves.remove(&oid).unwrap_or_default();
                     t.size_bytes = partitions.iter().map(|p| p.size_bytes).sum();
@@ -514,6 +538,29 @@ async fn discover_partitions(
             estimated_rows: estimate(row.get(5)),
             has_heap: row.get(6),
         });
+    }
+    Ok(out)
+}
+
+/// Primary key columns of the given relations, in key order.
+async fn discover_primary_keys(
+    client: &deadpool_postgres::Client,
+    oids: &[u32],
+) -> Result<BTreeMap<u32, Vec<String>>, DbError> {
+    let rows = client
+        .query(
+            "SELECT i.indrelid, a.attname::text
+             FROM pg_catalog.pg_index i
+             CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+             WHERE i.indisprimary AND i.indrelid = ANY ($1::oid[])
+             ORDER BY i.indrelid, k.ord",
+            &[&oids],
+        )
+        .await?;
+    let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
+    for row in rows {
+        out.entry(row.get(0)).or_default().push(row.get(1));
     }
     Ok(out)
 }

@@ -1,34 +1,25 @@
-//! Server settings: defaults, TOML file, `HYPERFLIGHT_*` environment, command-line flags, validation.
+//! Server settings: one struct, layered from the defaults, a TOML file, the `HYPERFLIGHT_*`
+//! environment and command-line flags (figment does the layering), then validated into [`Config`].
 //!
 //! Priority, lowest to highest: the defaults in [`Settings::default`], the TOML file given with
-//! `--config`, the environment (`HYPERFLIGHT_<NAME>`), flags (`--name-with-dashes`). [`Settings::validate`]
-//! turns the merged values into a [`Config`], naming the offending setting on error.
+//! `--config`, the environment (`HYPERFLIGHT_<NAME>`), flags (`--name-with-dashes`).
+//! [`Settings::validate`] names the offending setting on error. Secrets are a [`Secret`], which never
+//! prints; [`Config::to_toml`] prints the effective settings with secrets left out.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Deserializer, Serialize};
 
 /// A setting that failed to load or validate. The binary exits with code 2 on it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The `--config` file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The `--config` file is not valid TOML for these settings.
-    #[error("invalid config file {path}: {message}")]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// The TOML parser's message (names the key).
-        message: String,
-    },
+    /// The file, environment or flags do not fit the settings (the message names the key).
+    #[error("invalid settings: {0}")]
+    Load(String),
     /// A value out of range or malformed.
     #[error("invalid setting {setting}: {message}")]
     Invalid {
@@ -39,12 +30,79 @@ pub enum ConfigError {
     },
 }
 
-/// Every setting, as merged from all sources before validation. Field names are the public names.
-#[derive(Clone, Deserialize)]
+/// A secret value: its `Debug` and `Display` print `***`. It serializes its value only so that the
+/// settings layers can be merged; nothing prints a serialized [`Settings`].
+#[derive(Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+// The environment layer reads `HYPERFLIGHT_AUTH_TOKEN=12345` as a number: a secret takes it as text.
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Text {
+            Text(String),
+            Signed(i64),
+            Unsigned(u64),
+            Float(f64),
+        }
+        Ok(Secret(match Text::deserialize(d)? {
+            Text::Text(s) => s,
+            Text::Signed(n) => n.to_string(),
+            Text::Unsigned(n) => n.to_string(),
+            Text::Float(n) => n.to_string(),
+        }))
+    }
+}
+
+impl Secret {
+    /// The value, for the one place that uses it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(s: String) -> Self {
+        Secret(s)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(s: &str) -> Self {
+        Secret(s.to_string())
+    }
+}
+
+impl std::str::FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl std::fmt::Display for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Every setting, as merged from all sources before validation. Field names are the public names;
+/// the defaults are in [`Settings::default`].
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Settings {
-    /// Source database.
-    pub database_url: String,
+    /// Source database (may carry a password, hence a secret).
+    pub database_url: Secret,
+    /// File holding the database password (instead of one in the URL).
+    pub database_password_file: Option<PathBuf>,
     /// Flight (gRPC) address.
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables it.
@@ -66,9 +124,12 @@ pub struct Settings {
     /// Heap size per endpoint when a plain table is split into block ranges.
     pub plain_endpoint_mb: u64,
     /// Schemas exposed; empty means every user schema.
+    #[serde(deserialize_with = "list_or_csv")]
     pub schemas: Vec<String>,
     /// HMAC key for tickets; `None` draws a random one per process.
-    pub ticket_secret: Option<String>,
+    pub ticket_secret: Option<Secret>,
+    /// File holding the ticket secret.
+    pub ticket_secret_file: Option<PathBuf>,
     /// Lifetime of an issued ticket.
     pub ticket_ttl_minutes: u64,
     /// Per-statement limit on the database side for scans.
@@ -76,7 +137,9 @@ pub struct Settings {
     /// After SIGTERM, how long running streams may take to finish.
     pub shutdown_grace_seconds: u64,
     /// When set, every call needs `authorization: Bearer <token>`.
-    pub auth_token: Option<String>,
+    pub auth_token: Option<Secret>,
+    /// File holding the auth token.
+    pub auth_token_file: Option<PathBuf>,
     /// PEM certificate chain; TLS is served when both this and `tls_key` are set.
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
@@ -86,7 +149,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            database_url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            database_url: Secret("postgres://postgres@127.0.0.1:5432/postgres".into()),
+            database_password_file: None,
             listen: "127.0.0.1:50051".into(),
             metrics_listen: "127.0.0.1:9469".into(),
             timescaledb_support: true,
@@ -99,180 +163,145 @@ impl Default for Settings {
             plain_endpoint_mb: 64,
             schemas: Vec::new(),
             ticket_secret: None,
+            ticket_secret_file: None,
             ticket_ttl_minutes: 60,
             statement_timeout_seconds: 3_600,
             shutdown_grace_seconds: 30,
             auth_token: None,
+            auth_token_file: None,
             tls_cert: None,
             tls_key: None,
         }
     }
 }
 
-// Secrets never reach logs: the URL's password, the ticket secret and the auth token are redacted.
-impl std::fmt::Debug for Settings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Settings")
-            .field("database_url", &redact_url(&self.database_url))
-            .field("listen", &self.listen)
-            .field("metrics_listen", &self.metrics_listen)
-            .field("timescaledb_support", &self.timescaledb_support)
-            .field(
-                "chunk_discovery_interval_minutes",
-                &self.chunk_discovery_interval_minutes,
-            )
-            .field("enable_chunk_caching", &self.enable_chunk_caching)
-            .field("chunk_cache_ttl_minutes", &self.chunk_cache_ttl_minutes)
-            .field("max_concurrent_chunks", &self.max_concurrent_chunks)
-            .field("max_memory_mb", &self.max_memory_mb)
-            .field("batch_rows", &self.batch_rows)
-            .field("plain_endpoint_mb", &self.plain_endpoint_mb)
-            .field("schemas", &self.schemas)
-            .field("ticket_secret", &self.ticket_secret.as_ref().map(|_| "***"))
-            .field("ticket_ttl_minutes", &self.ticket_ttl_minutes)
-            .field("statement_timeout_seconds", &self.statement_timeout_seconds)
-            .field("shutdown_grace_seconds", &self.shutdown_grace_seconds)
-            .field("auth_token", &self.auth_token.as_ref().map(|_| "***"))
-            .field("tls_cert", &self.tls_cert)
-            .field("tls_key", &self.tls_key)
-            .finish()
+/// `schemas` from a TOML list, or from comma-separated text (environment, flags).
+fn list_or_csv<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
     }
+    Ok(match Either::deserialize(d)? {
+        Either::List(l) => l,
+        Either::Text(t) if t.trim().is_empty() => Vec::new(),
+        Either::Text(t) => t.split(',').map(|s| s.trim().to_string()).collect(),
+    })
 }
 
-/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.find(':') {
-                Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
-}
-
-/// Settings given on the command line or in the environment; each overrides the file and defaults.
-#[derive(Debug, Default, Clone, clap::Args)]
+/// Settings given as flags; each overrides the environment, the file and the defaults. The
+/// environment is read by the layering (`HYPERFLIGHT_<NAME>`), not by clap, so the order is explicit.
+#[derive(Debug, Default, Clone, clap::Args, Serialize)]
 pub struct Overrides {
-    /// TOML file with settings (names as in the settings table).
+    /// TOML file with settings (names as in the settings table); also `HYPERFLIGHT_CONFIG`.
     #[arg(long, env = "HYPERFLIGHT_CONFIG")]
+    #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Source database URL.
-    #[arg(long, env = "HYPERFLIGHT_DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
+    /// Source database URL (`postgres://…` or `key=value` form).
+    #[arg(long)]
+    pub database_url: Option<Secret>,
+    /// File holding the database password.
+    #[arg(long)]
+    pub database_password_file: Option<PathBuf>,
     /// Flight (gRPC) listen address.
-    #[arg(long, env = "HYPERFLIGHT_LISTEN")]
+    #[arg(long)]
     pub listen: Option<String>,
     /// Prometheus /metrics listen address; empty disables it.
-    #[arg(long, env = "HYPERFLIGHT_METRICS_LISTEN")]
+    #[arg(long)]
     pub metrics_listen: Option<String>,
     /// Use chunk-aware paths when TimescaleDB is present.
-    #[arg(long, env = "HYPERFLIGHT_TIMESCALEDB_SUPPORT")]
+    #[arg(long)]
     pub timescaledb_support: Option<bool>,
     /// Background re-discovery period in minutes.
-    #[arg(long, env = "HYPERFLIGHT_CHUNK_DISCOVERY_INTERVAL_MINUTES")]
+    #[arg(long)]
     pub chunk_discovery_interval_minutes: Option<u64>,
     /// Cache discovery results.
-    #[arg(long, env = "HYPERFLIGHT_ENABLE_CHUNK_CACHING")]
+    #[arg(long)]
     pub enable_chunk_caching: Option<bool>,
     /// Discovery cache lifetime in minutes.
-    #[arg(long, env = "HYPERFLIGHT_CHUNK_CACHE_TTL_MINUTES")]
+    #[arg(long)]
     pub chunk_cache_ttl_minutes: Option<u64>,
     /// Chunk scans running at once, server-wide.
-    #[arg(long, env = "HYPERFLIGHT_MAX_CONCURRENT_CHUNKS")]
+    #[arg(long)]
     pub max_concurrent_chunks: Option<usize>,
     /// Bound in MiB on batches buffered in the server, all streams together.
-    #[arg(long, env = "HYPERFLIGHT_MAX_MEMORY_MB")]
+    #[arg(long)]
     pub max_memory_mb: Option<u64>,
     /// Rows per record batch, at most.
-    #[arg(long, env = "HYPERFLIGHT_BATCH_ROWS")]
+    #[arg(long)]
     pub batch_rows: Option<usize>,
     /// Heap MiB per endpoint when a plain table is split into block ranges.
-    #[arg(long, env = "HYPERFLIGHT_PLAIN_ENDPOINT_MB")]
+    #[arg(long)]
     pub plain_endpoint_mb: Option<u64>,
     /// Comma-separated schemas to expose (default: all user schemas).
-    #[arg(long, env = "HYPERFLIGHT_SCHEMAS", value_delimiter = ',')]
-    pub schemas: Option<Vec<String>>,
-    /// HMAC key for tickets (at least 16 bytes); share it across a fleet.
-    #[arg(long, env = "HYPERFLIGHT_TICKET_SECRET", hide_env_values = true)]
-    pub ticket_secret: Option<String>,
+    #[arg(long)]
+    pub schemas: Option<String>,
+    /// HMAC key for tickets (at least 16 bytes); share it across a fleet. Prefer the file form.
+    #[arg(long)]
+    pub ticket_secret: Option<Secret>,
+    /// File holding the ticket secret.
+    #[arg(long)]
+    pub ticket_secret_file: Option<PathBuf>,
     /// Lifetime of an issued ticket in minutes.
-    #[arg(long, env = "HYPERFLIGHT_TICKET_TTL_MINUTES")]
+    #[arg(long)]
     pub ticket_ttl_minutes: Option<u64>,
     /// Database-side limit on one scan statement, in seconds.
-    #[arg(long, env = "HYPERFLIGHT_STATEMENT_TIMEOUT_SECONDS")]
+    #[arg(long)]
     pub statement_timeout_seconds: Option<u64>,
     /// After SIGTERM, seconds running streams may take to finish.
-    #[arg(long, env = "HYPERFLIGHT_SHUTDOWN_GRACE_SECONDS")]
+    #[arg(long)]
     pub shutdown_grace_seconds: Option<u64>,
-    /// Require `authorization: Bearer <token>` on every call.
-    #[arg(long, env = "HYPERFLIGHT_AUTH_TOKEN", hide_env_values = true)]
-    pub auth_token: Option<String>,
+    /// Require `authorization: Bearer <token>` on every call. Prefer the file form.
+    #[arg(long)]
+    pub auth_token: Option<Secret>,
+    /// File holding the auth token.
+    #[arg(long)]
+    pub auth_token_file: Option<PathBuf>,
     /// PEM certificate chain for TLS.
-    #[arg(long, env = "HYPERFLIGHT_TLS_CERT")]
+    #[arg(long)]
     pub tls_cert: Option<PathBuf>,
     /// PEM private key for TLS.
-    #[arg(long, env = "HYPERFLIGHT_TLS_KEY")]
+    #[arg(long)]
     pub tls_key: Option<PathBuf>,
 }
 
 impl Settings {
-    /// Defaults, then the `--config` file, then environment and flags.
+    /// Defaults, then the `--config` file, then the environment, then flags.
     pub fn load(overrides: &Overrides) -> Result<Settings, ConfigError> {
-        let mut s = match &overrides.config {
-            Some(path) => Self::from_file(path)?,
-            None => Settings::default(),
-        };
-        let o = overrides.clone();
-        macro_rules! apply {
-            ($($field:ident),*) => { $( if let Some(v) = o.$field { s.$field = v; } )* };
-        }
-        apply!(
-            database_url,
-            listen,
-            metrics_listen,
-            timescaledb_support,
-            chunk_discovery_interval_minutes,
-            enable_chunk_caching,
-            chunk_cache_ttl_minutes,
-            max_concurrent_chunks,
-            max_memory_mb,
-            batch_rows,
-            plain_endpoint_mb,
-            schemas,
-            ticket_ttl_minutes,
-            statement_timeout_seconds,
-            shutdown_grace_seconds
-        );
-        macro_rules! apply_opt {
-            ($($field:ident),*) => { $( if o.$field.is_some() { s.$field = o.$field; } )* };
-        }
-        apply_opt!(ticket_secret, auth_token, tls_cert, tls_key);
-        Ok(s)
+        Self::load_with_env(overrides, Env::prefixed("HYPERFLIGHT_"))
     }
 
-    fn from_file(path: &std::path::Path) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        // The full message quotes the offending line, so it names the setting.
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })
+    fn load_with_env(overrides: &Overrides, env: Env) -> Result<Settings, ConfigError> {
+        // Only names of settings: other HYPERFLIGHT_* variables (HYPERFLIGHT_LOG, a script's own)
+        // are not settings. The flag ids are exactly the setting names.
+        let names: Vec<String> = <Overrides as clap::Args>::augment_args(clap::Command::new("settings"))
+            .get_arguments()
+            .map(|a| a.get_id().to_string())
+            .filter(|id| id != "config")
+            .collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        // Flags: the given ones only (a None would hide a lower layer's value).
+        let mut flags = serde_json::to_value(overrides).map_err(|e| ConfigError::Load(e.to_string()))?;
+        if let Some(map) = flags.as_object_mut() {
+            map.retain(|_, v| !v.is_null());
+        }
+        let mut figment = Figment::new();
+        if let Some(path) = &overrides.config {
+            if !path.is_file() {
+                return Err(ConfigError::Load(format!("cannot read config file {}", path.display())));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment
+            .merge(env.only(&names))
+            .merge(Serialized::globals(flags))
+            .extract()
+            .map_err(|e| ConfigError::Load(e.to_string()))
     }
 
     /// Checks ranges and formats; the result is what the server runs with.
     pub fn validate(self) -> Result<Config, ConfigError> {
-        fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
-            ConfigError::Invalid {
-                setting,
-                message: message.into(),
-            }
-        }
         fn in_range<T: PartialOrd + std::fmt::Display + Copy>(
             setting: &'static str,
             v: T,
@@ -284,10 +313,14 @@ impl Settings {
             }
             Ok(v)
         }
-        let database: tokio_postgres::Config = self
+        let mut database: tokio_postgres::Config = self
             .database_url
+            .expose()
             .parse()
-            .map_err(|e| invalid("database_url", format!("not a PostgreSQL URL ({e})")))?;
+            .map_err(|_| invalid("database_url", "not a PostgreSQL URL (postgres://user@host:port/db or key=value form)"))?;
+        if let Some(password) = secret_from(None, "database_password_file", self.database_password_file.as_ref())? {
+            database.password(password.expose());
+        }
         let listen: SocketAddr = self
             .listen
             .parse()
@@ -302,11 +335,13 @@ impl Settings {
             })?),
         };
         let minutes = |m: u64| Duration::from_secs(m * 60);
-        let ticket_secret = match self.ticket_secret {
-            Some(s) if s.len() < 16 => {
+        let ticket_secret = secret_from(self.ticket_secret, "ticket_secret_file", self.ticket_secret_file.as_ref())?;
+        let auth_token = secret_from(self.auth_token, "auth_token_file", self.auth_token_file.as_ref())?;
+        let ticket_secret = match ticket_secret {
+            Some(s) if s.expose().len() < 16 => {
                 return Err(invalid("ticket_secret", "must be at least 16 bytes"))
             }
-            Some(s) => s.into_bytes(),
+            Some(s) => s.expose().as_bytes().to_vec(),
             None => {
                 use rand::RngCore;
                 let mut key = vec![0u8; 32];
@@ -327,7 +362,7 @@ impl Settings {
                 ))
             }
         };
-        if matches!(&self.auth_token, Some(t) if t.is_empty()) {
+        if matches!(&auth_token, Some(t) if t.expose().is_empty()) {
             return Err(invalid("auth_token", "must not be empty when set"));
         }
         Ok(Config {
@@ -386,9 +421,89 @@ impl Settings {
                 0,
                 3_600,
             )?),
-            auth_token: self.auth_token,
+            auth_token: auth_token.map(|t| t.expose().to_string()),
             tls,
         })
+    }
+}
+
+impl Settings {
+    /// The effective settings as TOML that `--config` accepts. Secrets are left out (a comment says
+    /// which are set), and the database URL is rebuilt from its parsed form without the password,
+    /// whatever form it was given in.
+    pub fn to_toml(&self, database: &tokio_postgres::Config) -> String {
+        let mut table = toml::Table::try_from(self).expect("settings serialize as a TOML table");
+        let mut out = String::from("# hyperflight: effective settings; secrets are left out.\n");
+        for key in ["ticket_secret", "auth_token"] {
+            if table.remove(key).is_some() {
+                out.push_str(&format!("# {key} is set (not shown)\n"));
+            }
+        }
+        if database.get_password().is_some() {
+            out.push_str("# the database password is set (not shown)\n");
+        }
+        table.insert("database_url".into(), redacted_database(database).into());
+        out + &toml::to_string(&table).expect("a TOML table serializes")
+    }
+}
+
+/// The connection settings in libpq's key=value form, without the password.
+pub fn redacted_database(c: &tokio_postgres::Config) -> String {
+    fn quote(v: &str) -> String {
+        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    }
+    let hosts: Vec<String> = c
+        .get_hosts()
+        .iter()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(name) => name.clone(),
+            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
+    let mut parts = Vec::new();
+    let mut add = |key: &str, value: Option<String>| {
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            parts.push(format!("{key}={}", quote(&v)));
+        }
+    };
+    add("host", Some(hosts.join(",")));
+    add("port", Some(ports.join(",")));
+    add("user", c.get_user().map(str::to_string));
+    add("dbname", c.get_dbname().map(str::to_string));
+    add("options", c.get_options().map(str::to_string));
+    add("application_name", c.get_application_name().map(str::to_string));
+    add("sslmode", Some(format!("{:?}", c.get_ssl_mode()).to_lowercase()));
+    add("connect_timeout", c.get_connect_timeout().map(|t| t.as_secs().to_string()));
+    parts.join(" ")
+}
+
+fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.into(),
+    }
+}
+
+/// A secret given inline or in the file setting `file_setting` (not both); the file's trailing
+/// newline is not part of it.
+fn secret_from(
+    inline: Option<Secret>,
+    file_setting: &'static str,
+    file: Option<&PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            file_setting,
+            "give the value or the file, not both",
+        )),
+        (Some(s), None) => Ok(Some(s)),
+        (None, None) => Ok(None),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| invalid(file_setting, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())))
+        }
     }
 }
 
@@ -459,7 +574,7 @@ impl Config {
     /// embedders start from.
     pub fn for_database(database_url: &str) -> Result<Config, ConfigError> {
         Settings {
-            database_url: database_url.to_string(),
+            database_url: Secret(database_url.to_string()),
             metrics_listen: String::new(),
             ..Settings::default()
         }
@@ -565,41 +680,84 @@ mod tests {
         assert_eq!(c.validate().unwrap().cache_ttl, None);
     }
 
-    #[test]
-    fn file_then_overrides() {
-        let dir = std::env::temp_dir().join(format!("hf-config-{}", std::process::id()));
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("hf-config-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn file_then_env_then_flags() {
+        let dir = scratch_dir("layers");
         let file = dir.join("c.toml");
-        std::fs::write(&file, "batch_rows = 100\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "batch_rows = 100\nlisten = \"127.0.0.1:1\"\nmax_memory_mb = 64\n",
+        )
+        .unwrap();
+        // A prefix of this test's own, so parallel tests see none of it.
+        std::env::set_var("HFTEST_LAYERS_LISTEN", "127.0.0.1:3");
+        std::env::set_var("HFTEST_LAYERS_MAX_MEMORY_MB", "32");
+        std::env::set_var("HFTEST_LAYERS_SCHEMAS", "a, b");
+        std::env::set_var("HFTEST_LAYERS_NOT_A_SETTING", "ignored");
+        std::env::set_var("HFTEST_LAYERS_AUTH_TOKEN", "12345");
         let o = Overrides {
             config: Some(file.clone()),
             listen: Some("127.0.0.1:2".into()),
             ..Overrides::default()
         };
-        let s = Settings::load(&o).unwrap();
-        assert_eq!(s.batch_rows, 100);
-        assert_eq!(s.listen, "127.0.0.1:2");
+        let s = Settings::load_with_env(&o, Env::prefixed("HFTEST_LAYERS_")).unwrap();
+        assert_eq!(s.batch_rows, 100, "file beats default");
+        assert_eq!(s.max_memory_mb, 32, "env beats file");
+        assert_eq!(s.listen, "127.0.0.1:2", "flag beats env");
+        assert_eq!(s.schemas, ["a", "b"]);
+        assert_eq!(s.auth_token, Some(Secret::from("12345")));
         std::fs::write(&file, "batch_rowz = 1\n").unwrap();
-        assert!(matches!(
-            Settings::load(&o),
-            Err(ConfigError::Parse { message, .. }) if message.contains("batch_rowz")
-        ));
+        let e = Settings::load(&o).unwrap_err().to_string();
+        assert!(e.contains("batch_rowz"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[test]
-    fn url_password_is_redacted() {
-        assert_eq!(
-            redact_url("postgres://u:pw@h:5/db"),
-            "postgres://u:***@h:5/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        let s = Settings {
-            database_url: "postgres://u:hunter2@h/db".into(),
-            auth_token: Some("tok".into()),
+    fn secrets_never_print_and_check_config_toml_loads_back() {
+        let dir = scratch_dir("toml");
+        let secret_file = dir.join("secret");
+        std::fs::write(&secret_file, "from-a-file-0123456789\n").unwrap();
+        for url in [
+            "postgres://u:hunter2@h:5/db",
+            "host=h port=5 user=u password=hunter2 dbname=db",
+            "postgres://u@h:5/db?password=hunter2&application_name=x",
+        ] {
+            let s = Settings {
+                database_url: url.into(),
+                auth_token: Some("tok-hunter2".into()),
+                ticket_secret_file: Some(secret_file.clone()),
+                ..Settings::default()
+            };
+            assert!(!format!("{s:?}").contains("hunter2"));
+            let c = s.clone().validate().unwrap();
+            assert_eq!(c.ticket_secret, b"from-a-file-0123456789");
+            let text = s.to_toml(&c.database);
+            assert!(!text.contains("hunter2") && !text.contains("from-a-file"), "{text}");
+            let file = dir.join("back.toml");
+            std::fs::write(&file, &text).unwrap();
+            let o = Overrides {
+                config: Some(file),
+                ..Overrides::default()
+            };
+            let back = Settings::load_with_env(&o, Env::prefixed("HFTEST_NONE_")).unwrap();
+            let back = back.validate().unwrap();
+            assert_eq!(back.database.get_hosts(), c.database.get_hosts());
+            assert_eq!(back.database.get_user(), Some("u"));
+            assert_eq!(back.database.get_dbname(), Some("db"));
+            assert_eq!(back.database.get_password(), None);
+        }
+        let both = Settings {
+            ticket_secret: Some("0123456789abcdefgh".into()),
+            ticket_secret_file: Some(secret_file),
             ..Settings::default()
         };
-        let shown = format!("{s:?}");
-        assert!(!shown.contains("hunter2") && !shown.contains("tok\""));
+        assert_eq!(invalid_setting(both), "ticket_secret_file");
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -1,10 +1,14 @@
-//! `hyperflight serve`: the Flight server. Settings: defaults < `--config` file < `HYPERFLIGHT_*` < flags.
+//! `hyperflight`: the Flight server (`serve`), its settings (`check-config`) and a health probe for
+//! container health checks (`health`). Settings: defaults < `--config` file < `HYPERFLIGHT_*` < flags.
 
+use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use server::cli::{init_logging, shutdown_signal, LogFormat};
-use server::config::{Overrides, Settings};
+use server::config::{Config, Overrides, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -29,33 +33,64 @@ struct Cli {
 enum Command {
     /// Serve Flight until SIGINT or SIGTERM.
     Serve(Overrides),
-    /// Print the effective settings (secrets redacted) and exit: 0 if valid, 2 if not.
+    /// Print the effective settings as TOML (secrets left out) and exit: 0 if valid, 2 if not.
     CheckConfig(Overrides),
+    /// Ask a running server for `health`: exit 0 when it answers and reaches its database.
+    Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct HealthArgs {
+    /// The server: grpc://host:port or grpc+tls://host:port.
+    #[arg(long, default_value = "grpc://127.0.0.1:50051")]
+    url: String,
+    /// Bearer token, when the server requires one (or HYPERFLIGHT_AUTH_TOKEN).
+    #[arg(long, env = "HYPERFLIGHT_AUTH_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// PEM file of the CA that signed a TLS server's certificate.
+    #[arg(long)]
+    tls_root_certs: Option<PathBuf>,
+    /// Give up after this long (inside a container HEALTHCHECK's own timeout).
+    #[arg(long, default_value_t = 4)]
+    timeout_seconds: u64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging("info", cli.log_format);
-    let (overrides, serve_it) = match cli.command {
-        Command::Serve(o) => (o, true),
-        Command::CheckConfig(o) => (o, false),
-    };
-    let settings = Settings::load(&overrides);
-    if !serve_it {
-        if let Ok(s) = &settings {
-            println!("{s:#?}");
-        }
+    match cli.command {
+        Command::Serve(o) => match settings(&o) {
+            Ok((_, config)) => run(serve(config)),
+            Err(code) => code,
+        },
+        Command::CheckConfig(o) => match settings(&o) {
+            Ok((settings, config)) => {
+                // A closed pipe (`check-config | head -1`) is the reader's choice, not an error.
+                let text = settings.to_toml(&config.database);
+                match std::io::stdout().write_all(text.as_bytes()) {
+                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                        eprintln!("hyperflight: cannot write: {e}");
+                        ExitCode::FAILURE
+                    }
+                    _ => ExitCode::SUCCESS,
+                }
+            }
+            Err(code) => code,
+        },
+        Command::Health(args) => run(health(args)),
     }
-    let config = match settings.and_then(Settings::validate) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hyperflight: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    if !serve_it {
-        return ExitCode::SUCCESS;
-    }
+}
+
+/// Loads and validates the settings; on failure says why and gives exit code 2.
+fn settings(o: &Overrides) -> Result<(Settings, Config), ExitCode> {
+    let loaded = Settings::load(o).and_then(|s| s.clone().validate().map(|c| (s, c)));
+    loaded.map_err(|e| {
+        eprintln!("hyperflight: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn run(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -63,7 +98,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(config)) {
+    match runtime.block_on(f) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("hyperflight: {e}");
@@ -72,10 +107,35 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve(config: server::config::Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve(config: Config) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    server::server::run(listener, config, shutdown_signal()).await?;
+    server::run(listener, config, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn health(args: HealthArgs) -> Result<(), String> {
+    use protocol::client::{ClientConfig, Connection};
+    let tls_root_certs = match &args.tls_root_certs {
+        Some(path) => Some(
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
+    let limit = Duration::from_secs(args.timeout_seconds.max(1));
+    let config = ClientConfig {
+        url: args.url.clone(),
+        token: args.token,
+        tls_root_certs,
+        connect_timeout: Some(limit),
+    };
+    let connection = Connection::lazy(&config).map_err(|e| e.to_string())?;
+    let answer = tokio::time::timeout(limit, connection.action(protocol::ActionName::Health))
+        .await
+        .map_err(|_| format!("health: no answer from {} within {limit:?}", args.url))?
+        .map_err(|e| format!("health: {}", protocol::client::ReadError::from(e)))?;
+    println!("{}", String::from_utf8_lossy(&answer));
     Ok(())
 }

@@ -172,8 +172,7 @@ impl Planner {
         db_snapshot: Option<&str>,
     ) -> Result<Plan, Error> {
         let table = self.table(snapshot, &req.table)?;
-        let columns = self.columns(table, req.columns.as_deref())?;
-        let schema = schema_of(&columns);
+        let schema = self.table_schema(table, req.columns.as_deref())?;
         let body = TicketBody {
             table_schema: table.name.schema.clone(),
             table_name: table.name.name.clone(),
@@ -375,7 +374,17 @@ impl Planner {
     }
 }
 
-/// The Arrow schema of a list of column plans.
+impl Planner {
+    /// The schema a client is shown for `table` (ListFlights, GetFlightInfo, GetSchema): the
+    /// columns wanted, with the table's facts in the metadata.
+    pub fn table_schema(&self, table: &Table, wanted: Option<&[String]>) -> Result<SchemaRef, Error> {
+        let columns = self.columns(table, wanted)?;
+        let fields: Vec<_> = columns.iter().map(|c| c.field.clone()).collect();
+        Ok(Arc::new(Schema::new_with_metadata(fields, table.facts().to_metadata())))
+    }
+}
+
+/// The Arrow schema of a list of column plans (the batches of DoGet).
 pub fn schema_of(columns: &[ColumnPlan]) -> SchemaRef {
     Arc::new(Schema::new(
         columns.iter().map(|c| c.field.clone()).collect::<Vec<_>>(),

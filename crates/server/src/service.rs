@@ -109,7 +109,7 @@ impl Service {
         snapshot
             .tables()
             .map(|t| {
-                let schema = schema_of(&self.planner.columns(t, None)?);
+                let schema = self.planner.table_schema(t, None)?;
                 let descriptor =
                     FlightDescriptor::new_path(vec![t.name.schema.clone(), t.name.name.clone()]);
                 Ok(FlightInfo::new()
@@ -264,7 +264,7 @@ impl FlightService for Service {
         let req = TableRequest::from_descriptor(request.get_ref())?;
         let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
         let table = self.planner.table(&snapshot, &req.table)?;
-        let schema = schema_of(&self.planner.columns(table, req.columns.as_deref())?);
+        let schema = self.planner.table_schema(table, req.columns.as_deref())?;
         let result = SchemaResult::try_from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()))
             .map_err(Error::from)?;
         Ok(Response::new(result))
