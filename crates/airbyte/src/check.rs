@@ -1,18 +1,19 @@
-//! `check`: can this config read anything? Connects to PostgreSQL (a readable reason on failure),
-//! notes whether TimescaleDB is there (its absence is not a failure: tables are then read as plain
-//! PostgreSQL), checks the schemas exist, and asks the Flight service for `health`.
+//! `check`: can this config read anything? Without `flight_url`: connects to PostgreSQL (a readable
+//! reason on failure), notes whether TimescaleDB is there (its absence is not a failure: tables are
+//! then read as plain PostgreSQL), checks the schemas exist. Then, in both modes, asks the Flight
+//! service for `health` and its tables; with `flight_url` that is all (no PostgreSQL connection).
 //!
 //! Airbyte's convention: a config that does not work is `CONNECTION_STATUS FAILED` with exit 0; only
 //! a config file that cannot be parsed at all is a TRACE ERROR with a non-zero exit.
 
 use std::path::Path;
 
-use crate::config::SourceConfig;
+use crate::config::{DatabaseSettings, Service, SourceConfig};
 use crate::database::Database;
-use crate::discover::warn_unknown_keys;
+use crate::discover::{list_tables, warn_unknown_keys};
 use crate::flight::FlightSource;
-use crate::output::Output;
 use crate::messages::{ConnectionStatus, Level, Message, Status};
+use crate::output::Output;
 use crate::Error;
 
 /// Runs `check`: LOG lines on what was found, then the CONNECTION_STATUS message.
@@ -39,7 +40,22 @@ pub async fn run(config: &Path, out: &mut Output) -> Result<(), Error> {
 
 async fn check(config: &SourceConfig, out: &mut Output) -> Result<(), Error> {
     config.ensure_supported()?;
-    let db = Database::connect(config).await?;
+    if let Service::InProcess(db) = &config.service {
+        check_database(config, db, out).await?;
+    }
+    let source = FlightSource::start(config).await?;
+    let checked = check_flight(&source, &config.schemas, out).await;
+    source.shutdown().await;
+    checked
+}
+
+/// The in-process mode's database: credentials, TimescaleDB, the schemas.
+async fn check_database(
+    config: &SourceConfig,
+    settings: &DatabaseSettings,
+    out: &mut Output,
+) -> Result<(), Error> {
+    let db = Database::connect(settings).await?;
     let note = match (db.timescaledb_version().await?, config.timescaledb.support) {
         (Some(v), true) => format!("TimescaleDB {v} found: hypertables are read chunk by chunk"),
         (Some(v), false) => format!(
@@ -48,7 +64,7 @@ async fn check(config: &SourceConfig, out: &mut Output) -> Result<(), Error> {
         (None, _) => format!(
             "TimescaleDB is not installed in database {:?}: tables are read as plain PostgreSQL \
              (no chunk-level parallelism or resume, no time-dimension cursor)",
-            config.database
+            settings.database
         ),
     };
     out.message(&Message::log(Level::Info, note))?;
@@ -59,24 +75,54 @@ async fn check(config: &SourceConfig, out: &mut Output) -> Result<(), Error> {
             message: format!(
                 "schema(s) {} do not exist in database {:?}",
                 missing.join(", "),
-                config.database
+                settings.database
             ),
         });
     }
-    drop(db);
-    let source = FlightSource::start(config).await?;
-    let checked = flight_check(&source).await;
-    source.shutdown().await;
-    let tables = checked?;
-    out.message(&Message::log(
-        Level::Info,
-        format!("the Flight service exposes {tables} table(s)"),
-    ))?;
     Ok(())
 }
 
-/// Health, then the table count (ListFlights runs discovery with the role's privileges).
-async fn flight_check(source: &FlightSource) -> Result<usize, Error> {
-    source.health().await?;
-    Ok(crate::discover::list_tables(source).await?.len())
+/// The Flight service's `health`, then its tables (ListFlights runs discovery with the role's
+/// privileges). A remote server's health is all `check` learns of its database.
+async fn check_flight(
+    source: &FlightSource,
+    schemas: &[String],
+    out: &mut Output,
+) -> Result<(), Error> {
+    let health = source.health().await?;
+    if let Some(reason) = &health.reason {
+        out.message(&Message::log(
+            Level::Warn,
+            format!("the Flight service at {} is degraded: {reason}", source.url()),
+        ))?;
+    }
+    if source.is_remote() {
+        let timescaledb = match &health.timescaledb {
+            Some(v) => format!("TimescaleDB {v}"),
+            None => "no TimescaleDB (tables are read as plain PostgreSQL)".into(),
+        };
+        out.message(&Message::log(
+            Level::Info,
+            format!("the Flight service at {} is up, with {timescaledb}", source.url()),
+        ))?;
+    }
+    let tables = list_tables(source, schemas).await?;
+    let empty: Vec<&String> = schemas
+        .iter()
+        .filter(|s| !tables.iter().any(|t| &t.namespace == *s))
+        .collect();
+    if source.is_remote() && !empty.is_empty() {
+        out.message(&Message::log(
+            Level::Warn,
+            format!(
+                "the Flight service exposes no table in schema(s) {empty:?} (missing, empty, not \
+                 readable by its role, or not in its own schemas setting)"
+            ),
+        ))?;
+    }
+    out.message(&Message::log(
+        Level::Info,
+        format!("the Flight service exposes {} table(s)", tables.len()),
+    ))?;
+    Ok(())
 }

@@ -1,6 +1,10 @@
 //! The source config: parsed from the `--config` JSON, validated against [`crate::spec`]'s
 //! bounds, and turned into PostgreSQL connection parameters and the in-process server's settings.
 //!
+//! Two modes ([`Service`]): without `flight_url` the source runs the Flight service in-process and
+//! needs host, database and username; with `flight_url` it reads from that server and needs no
+//! database settings at all (any given are ignored).
+//!
 //! The password lives in a [`Secret`]: it never appears in `Debug` output and never serializes.
 //!
 //! **Ticket secret.** Resume tickets are HMAC-signed by the Flight service. For a ticket saved in a
@@ -94,11 +98,14 @@ enum RawSslMode {
 /// The config file as written; numbers as `i64` so an out-of-range value gets a message naming it.
 #[derive(Deserialize)]
 struct RawConfig {
-    host: String,
+    #[serde(default)]
+    host: Option<String>,
     #[serde(default)]
     port: Option<i64>,
-    database: String,
-    username: String,
+    #[serde(default)]
+    database: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
     #[serde(default)]
     password: Option<Secret>,
     #[serde(default)]
@@ -136,13 +143,13 @@ pub struct TimescaleOptions {
     pub enable_chunk_caching: bool,
     /// Cache lifetime.
     pub chunk_cache_ttl_minutes: u64,
-    /// Accepted and validated; not enforced until the server has a memory budget.
+    /// Bound on the in-process service's buffered batches.
     pub max_memory_mb: u64,
 }
 
-/// The validated config.
+/// How to reach PostgreSQL: needed only when the source runs the Flight service itself.
 #[derive(Debug, Clone)]
-pub struct SourceConfig {
+pub struct DatabaseSettings {
     /// PostgreSQL host.
     pub host: String,
     /// PostgreSQL port.
@@ -151,13 +158,31 @@ pub struct SourceConfig {
     pub database: String,
     /// Role.
     pub username: String,
+    /// The role's password; `None` for trust authentication.
     password: Option<Secret>,
+}
+
+/// The Flight service rows come from.
+#[derive(Debug, Clone)]
+pub enum Service {
+    /// Started in this process, connecting to PostgreSQL with these settings.
+    InProcess(DatabaseSettings),
+    /// A running hyperflight server; the source itself never connects to PostgreSQL.
+    Remote {
+        /// `grpc://host:port`, as the user wrote it (messages name it this way).
+        url: String,
+    },
+}
+
+/// The validated config.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// Where rows come from (and whether the source needs database credentials at all).
+    pub service: Service,
     /// Exposed schemas; empty means all user schemas.
     pub schemas: Vec<String>,
-    /// TLS mode asked for.
+    /// TLS mode asked for (to PostgreSQL, so in-process only).
     pub ssl_mode: SslMode,
-    /// A remote Flight server (`http://host:port` form), if given.
-    pub flight_url: Option<String>,
     /// TimescaleDB options.
     pub timescaledb: TimescaleOptions,
     /// Keys the spec does not know (reported as a warning, then ignored).
@@ -182,9 +207,19 @@ fn bounded(setting: &'static str, value: Option<i64>, b: Bounds) -> Result<i64, 
     Ok(v)
 }
 
+/// A required text setting of the in-process mode, trimmed.
+fn required(setting: &'static str, value: Option<String>) -> Result<String, Error> {
+    match value {
+        None => Err(invalid(setting, "is required unless flight_url is set")),
+        Some(v) if v.trim().is_empty() => Err(invalid(setting, "must not be empty")),
+        Some(v) => Ok(v),
+    }
+}
+
 impl SourceConfig {
     /// Reads and validates the config file. A file that is not JSON of the right shape is
-    /// [`Error::Malformed`]; a well-formed value out of range is [`Error::InvalidConfig`].
+    /// [`Error::Malformed`]; a well-formed value out of range, or missing, is
+    /// [`Error::InvalidConfig`].
     pub fn load(path: &Path) -> Result<SourceConfig, Error> {
         let raw: RawConfig = read_json("config", path)?;
         Self::validate(raw)
@@ -200,18 +235,13 @@ impl SourceConfig {
         Self::validate(raw)
     }
 
-    fn validate(raw: RawConfig) -> Result<SourceConfig, Error> {
-        let host = raw.host.trim().to_string();
-        if host.is_empty() {
-            return Err(invalid("host", "must not be empty"));
-        }
-        let port = bounded("port", raw.port, spec::PORT)? as u16;
-        if raw.database.is_empty() {
-            return Err(invalid("database", "must not be empty"));
-        }
-        if raw.username.is_empty() {
-            return Err(invalid("username", "must not be empty"));
-        }
+    fn validate(mut raw: RawConfig) -> Result<SourceConfig, Error> {
+        let service = match raw.flight_url.take().as_deref().map(str::trim) {
+            None | Some("") => Service::InProcess(DatabaseSettings::validate(&mut raw)?),
+            Some(url) => Service::Remote {
+                url: flight_url(url)?,
+            },
+        };
         let schemas = raw.schemas.unwrap_or_default();
         if schemas.iter().any(|s| s.is_empty()) {
             return Err(invalid("schemas", "empty schema name"));
@@ -225,10 +255,6 @@ impl SourceConfig {
                         format!("{m:?} is not one of {}", spec::SSL_MODES.join(", ")),
                     )
                 })?,
-        };
-        let flight_url = match raw.flight_url.as_deref().map(str::trim) {
-            None | Some("") => None,
-            Some(url) => Some(http_url(url)?),
         };
         let ts = TimescaleOptions {
             support: raw.timescaledb_support.unwrap_or(true),
@@ -255,22 +281,18 @@ impl SourceConfig {
             )? as u64,
         };
         Ok(SourceConfig {
-            host,
-            port,
-            database: raw.database,
-            username: raw.username,
-            password: raw.password.filter(|p| !p.0.is_empty()),
+            service,
             schemas,
             ssl_mode,
-            flight_url,
             timescaledb: ts,
             unknown_keys: raw.unknown.into_keys().collect(),
         })
     }
 
-    /// Refuses what validates but cannot be honoured yet (TLS to PostgreSQL).
+    /// Refuses what validates but cannot be honoured yet (TLS to PostgreSQL, which only the
+    /// in-process mode connects to).
     pub fn ensure_supported(&self) -> Result<(), Error> {
-        if self.ssl_mode.is_supported() {
+        if matches!(self.service, Service::Remote { .. }) || self.ssl_mode.is_supported() {
             Ok(())
         } else {
             Err(invalid(
@@ -280,6 +302,40 @@ impl SourceConfig {
                  network or tunnel.",
             ))
         }
+    }
+
+    /// Settings for the in-process Flight service.
+    pub fn server_config(&self, db: &DatabaseSettings) -> Result<server::config::Config, Error> {
+        // Start from validated defaults so settings added to the server later keep their defaults.
+        let mut c = server::config::Config::for_database("postgres://127.0.0.1/postgres")
+            .map_err(|e| Error::Server(e.to_string()))?;
+        let ts = &self.timescaledb;
+        let minutes = |m: u64| Duration::from_secs(m * 60);
+        c.database = db.postgres();
+        c.timescaledb_support = ts.support;
+        c.discovery_interval = minutes(ts.discovery_interval_minutes);
+        c.cache_ttl = ts
+            .enable_chunk_caching
+            .then(|| minutes(ts.chunk_cache_ttl_minutes));
+        c.max_concurrent_chunks = ts.max_concurrent_chunks;
+        c.schemas = self.schemas.clone();
+        c.ticket_secret = db.ticket_secret();
+        c.ticket_ttl = IN_PROCESS_TICKET_TTL;
+        c.max_memory_bytes = ts.max_memory_mb << 20;
+        Ok(c)
+    }
+}
+
+impl DatabaseSettings {
+    /// Takes the connection settings out of `raw`: host, database and username are required.
+    fn validate(raw: &mut RawConfig) -> Result<DatabaseSettings, Error> {
+        Ok(DatabaseSettings {
+            host: required("host", raw.host.take())?.trim().to_string(),
+            port: bounded("port", raw.port, spec::PORT)? as u16,
+            database: required("database", raw.database.take())?,
+            username: required("username", raw.username.take())?,
+            password: raw.password.take().filter(|p| !p.0.is_empty()),
+        })
     }
 
     /// `host:port/database` for messages (no credentials).
@@ -302,8 +358,8 @@ impl SourceConfig {
         c
     }
 
-    /// The key the in-process service signs tickets with; stable for a given config (see the module
-    /// documentation).
+    /// The key the in-process service signs tickets with; stable for given settings (see the
+    /// module documentation).
     pub fn ticket_secret(&self) -> Vec<u8> {
         let mut mac = Hmac::<Sha256>::new_from_slice(b"hyperflight-airbyte ticket secret v1")
             .expect("HMAC takes keys of any length");
@@ -322,38 +378,16 @@ impl SourceConfig {
         }
         mac.finalize().into_bytes().to_vec()
     }
-
-    /// Settings for the in-process Flight service.
-    pub fn server_config(&self) -> Result<server::config::Config, Error> {
-        // Start from validated defaults so settings added to the server later keep their defaults.
-        let mut c = server::config::Config::for_database("postgres://127.0.0.1/postgres")
-            .map_err(|e| Error::Server(e.to_string()))?;
-        let ts = &self.timescaledb;
-        let minutes = |m: u64| Duration::from_secs(m * 60);
-        c.database = self.postgres();
-        c.timescaledb_support = ts.support;
-        c.discovery_interval = minutes(ts.discovery_interval_minutes);
-        c.cache_ttl = ts
-            .enable_chunk_caching
-            .then(|| minutes(ts.chunk_cache_ttl_minutes));
-        c.max_concurrent_chunks = ts.max_concurrent_chunks;
-        c.schemas = self.schemas.clone();
-        c.ticket_secret = self.ticket_secret();
-        c.ticket_ttl = IN_PROCESS_TICKET_TTL;
-        c.max_memory_bytes = ts.max_memory_mb << 20;
-        Ok(c)
-    }
 }
 
-/// `grpc://host:port` (or `grpc+tcp://`, `http://`) → `http://host:port` for tonic.
-fn http_url(url: &str) -> Result<String, Error> {
-    let rest = ["grpc://", "grpc+tcp://", "http://"]
+/// Checks `url` is `grpc://host:port` (or `grpc+tcp://`, `http://`) and returns it as written:
+/// [`protocol::client`] connects to it, and messages name it the way the user wrote it.
+fn flight_url(url: &str) -> Result<String, Error> {
+    let authority = ["grpc://", "grpc+tcp://", "http://"]
         .iter()
         .find_map(|p| url.strip_prefix(p));
-    match rest {
-        Some(authority) if !authority.is_empty() && !authority.contains('/') => {
-            Ok(format!("http://{authority}"))
-        }
+    match authority {
+        Some(a) if !a.is_empty() && !a.contains('/') => Ok(url.to_string()),
         _ if url.starts_with("grpc+tls://") || url.starts_with("https://") => Err(invalid(
             "flight_url",
             "TLS to the Flight server is not supported yet; use grpc://host:port",
@@ -384,6 +418,13 @@ mod tests {
         }
     }
 
+    fn database(c: &SourceConfig) -> &DatabaseSettings {
+        match &c.service {
+            Service::InProcess(db) => db,
+            Service::Remote { url } => panic!("expected the in-process mode, got {url}"),
+        }
+    }
+
     #[test]
     fn server_config_carries_the_timescaledb_options() {
         let c = with(
@@ -391,7 +432,7 @@ mod tests {
                 "timescaledb_enable_chunk_caching": false"#,
         )
         .unwrap();
-        let server = c.server_config().unwrap();
+        let server = c.server_config(database(&c)).unwrap();
         assert_eq!(server.max_memory_bytes, 96 << 20);
         assert_eq!(server.max_concurrent_chunks, 3);
         assert_eq!(server.cache_ttl, None);
@@ -400,7 +441,7 @@ mod tests {
     #[test]
     fn defaults_follow_the_spec() {
         let c = SourceConfig::from_json(MINIMAL).unwrap();
-        assert_eq!(c.port, 5433);
+        assert_eq!(database(&c).port, 5433);
         assert_eq!(c.ssl_mode, SslMode::Disable);
         assert_eq!(
             c.timescaledb,
@@ -413,7 +454,7 @@ mod tests {
                 max_memory_mb: 512,
             }
         );
-        assert_eq!(with(r#""password": "x""#).unwrap().port, 5432);
+        assert_eq!(database(&with(r#""password": "x""#).unwrap()).port, 5432);
     }
 
     #[test]
@@ -438,10 +479,35 @@ mod tests {
     }
 
     #[test]
+    fn database_settings_are_required_without_flight_url_only() {
+        assert_eq!(
+            setting(SourceConfig::from_json(r#"{"host": "db"}"#)),
+            "database"
+        );
+        assert_eq!(
+            setting(SourceConfig::from_json(r#"{"database": "d", "username": "u"}"#)),
+            "host"
+        );
+        assert_eq!(
+            setting(SourceConfig::from_json(
+                r#"{"host": "db", "database": "d", "username": " "}"#
+            )),
+            "username"
+        );
+        let remote = SourceConfig::from_json(r#"{"flight_url": " grpc://flight:50051 "}"#).unwrap();
+        assert!(matches!(&remote.service, Service::Remote { url } if url == "grpc://flight:50051"));
+        // TLS to PostgreSQL does not matter when the source never connects to it.
+        let remote =
+            SourceConfig::from_json(r#"{"flight_url": "grpc://f:1", "ssl_mode": "require"}"#)
+                .unwrap();
+        assert!(remote.ensure_supported().is_ok());
+    }
+
+    #[test]
     fn malformed_json_is_not_a_setting_error() {
         assert!(matches!(
-            SourceConfig::from_json(r#"{"host": "db"}"#),
-            Err(Error::Malformed { message, .. }) if message.contains("database")
+            SourceConfig::from_json(r#"{"host": 5}"#),
+            Err(Error::Malformed { message, .. }) if message.contains("string")
         ));
         assert!(matches!(
             with(r#""port": "five""#),
@@ -465,25 +531,24 @@ mod tests {
     fn password_never_shows() {
         let c = SourceConfig::from_json(MINIMAL).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", c.postgres()).contains("hunter2"));
+        assert!(!format!("{:?}", database(&c).postgres()).contains("hunter2"));
     }
 
     #[test]
     fn ticket_secret_is_stable_and_credential_bound() {
-        let a = SourceConfig::from_json(MINIMAL).unwrap();
-        let b = SourceConfig::from_json(MINIMAL).unwrap();
-        assert_eq!(a.ticket_secret(), b.ticket_secret());
-        assert_eq!(a.ticket_secret().len(), 32);
-        let other = SourceConfig::from_json(&MINIMAL.replace("hunter2", "hunter3")).unwrap();
-        assert_ne!(a.ticket_secret(), other.ticket_secret());
+        let secret = |json: &str| database(&SourceConfig::from_json(json).unwrap()).ticket_secret();
+        assert_eq!(secret(MINIMAL), secret(MINIMAL));
+        assert_eq!(secret(MINIMAL).len(), 32);
+        assert_ne!(secret(MINIMAL), secret(&MINIMAL.replace("hunter2", "hunter3")));
     }
 
     #[test]
-    fn flight_urls_become_http() {
-        assert_eq!(http_url("grpc://h:1").unwrap(), "http://h:1");
-        assert_eq!(http_url("grpc+tcp://h:1").unwrap(), "http://h:1");
-        assert!(http_url("grpc+tls://h:1").is_err());
-        assert!(http_url("grpc://").is_err());
+    fn flight_urls_are_kept_as_written() {
+        assert_eq!(flight_url("grpc://h:1").unwrap(), "grpc://h:1");
+        assert_eq!(flight_url("grpc+tcp://h:1").unwrap(), "grpc+tcp://h:1");
+        assert!(flight_url("grpc+tls://h:1").is_err());
+        assert!(flight_url("grpc://").is_err());
+        assert!(flight_url("grpc://h:1/path").is_err());
     }
 
     #[test]

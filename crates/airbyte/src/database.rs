@@ -1,11 +1,11 @@
-//! Direct SQL the adapter needs besides Flight: connecting with a message a person understands, and
-//! the catalog facts Flight does not carry (time dimensions, primary keys, TimescaleDB's version).
-
-use std::collections::{BTreeMap, HashMap};
+//! Direct SQL, in the in-process mode only (with `flight_url` the source never connects to
+//! PostgreSQL): connecting with a message a person understands, and what `check` reports
+//! (TimescaleDB's version, missing schemas). Catalog facts (time dimension, primary key) come from
+//! the Flight service, never from here.
 
 use tokio_postgres::error::SqlState;
 
-use crate::config::SourceConfig;
+use crate::config::DatabaseSettings;
 use crate::Error;
 
 /// A connected session; the connection task ends when this is dropped.
@@ -13,13 +13,10 @@ pub struct Database {
     client: tokio_postgres::Client,
 }
 
-/// `(schema, table)`.
-pub type TableKey = (String, String);
-
 impl Database {
     /// Connects with the config's credentials; failures become [`Error::Database`] with a readable
     /// message (wrong password, unknown role or database, host unreachable).
-    pub async fn connect(config: &SourceConfig) -> Result<Database, Error> {
+    pub async fn connect(config: &DatabaseSettings) -> Result<Database, Error> {
         let (client, connection) = config
             .postgres()
             .connect(tokio_postgres::NoTls)
@@ -59,55 +56,6 @@ impl Database {
             .map_err(query_error)?;
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
-
-    /// The time (open) dimension column of every hypertable: the first one, as the server
-    /// partitions endpoints on it. Empty without TimescaleDB.
-    pub async fn time_dimensions(&self) -> Result<HashMap<TableKey, String>, Error> {
-        if self.timescaledb_version().await?.is_none() {
-            return Ok(HashMap::new());
-        }
-        let rows = self
-            .client
-            .query(
-                "SELECT DISTINCT ON (hypertable_schema, hypertable_name)
-                        hypertable_schema::text, hypertable_name::text, column_name::text
-                 FROM timescaledb_information.dimensions
-                 WHERE dimension_type = 'Time'
-                 ORDER BY hypertable_schema, hypertable_name, dimension_number",
-                &[],
-            )
-            .await
-            .map_err(query_error)?;
-        Ok(rows
-            .iter()
-            .map(|r| ((r.get(0), r.get(1)), r.get(2)))
-            .collect())
-    }
-
-    /// Primary key columns of every table that has one, in key order.
-    pub async fn primary_keys(&self) -> Result<HashMap<TableKey, Vec<String>>, Error> {
-        let rows = self
-            .client
-            .query(
-                "SELECT n.nspname::text, c.relname::text, a.attname::text
-                 FROM pg_catalog.pg_index i
-                 JOIN pg_catalog.pg_class c ON c.oid = i.indrelid
-                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 CROSS JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, ord)
-                 JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = k.attnum
-                 WHERE i.indisprimary AND n.nspname NOT LIKE 'pg\\_%'
-                   AND n.nspname NOT LIKE '\\_timescaledb%'
-                 ORDER BY 1, 2, k.ord",
-                &[],
-            )
-            .await
-            .map_err(query_error)?;
-        let mut keys: BTreeMap<TableKey, Vec<String>> = BTreeMap::new();
-        for r in rows {
-            keys.entry((r.get(0), r.get(1))).or_default().push(r.get(2));
-        }
-        Ok(keys.into_iter().collect())
-    }
 }
 
 /// A failed catalog query. Connection-class failures are transient; anything else is reported as
@@ -129,7 +77,7 @@ fn query_error(e: tokio_postgres::Error) -> Error {
 }
 
 /// What a failed connection attempt means, in words: `config` when the user must fix something.
-fn connect_error(config: &SourceConfig, e: &tokio_postgres::Error) -> Error {
+fn connect_error(config: &DatabaseSettings, e: &tokio_postgres::Error) -> Error {
     let (user, db, target) = (&config.username, &config.database, config.target());
     let server_says = e
         .as_db_error()

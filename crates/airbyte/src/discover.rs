@@ -1,18 +1,18 @@
 //! `discover`: one stream per table the Flight service exposes (ListFlights — hypertables and plain
-//! tables, never chunks or internal schemas), typed from its Arrow schema, with the time dimension
-//! as the source-defined cursor of a hypertable and the primary key from `pg_index`.
+//! tables, never chunks or internal schemas), typed from its Arrow schema. The time dimension (a
+//! hypertable's source-defined cursor) and the primary key are the [`TableFacts`] the server
+//! publishes in that schema's metadata: the source never asks PostgreSQL for them.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use arrow::datatypes::Schema;
 use futures::TryStreamExt;
+use protocol::TableFacts;
 
 use crate::config::SourceConfig;
-use crate::database::{Database, TableKey};
 use crate::flight::FlightSource;
-use crate::output::Output;
 use crate::messages::{Catalog, Message, Stream, SyncMode};
+use crate::output::Output;
 use crate::schema::stream_schema;
 use crate::state::CursorKind;
 use crate::Error;
@@ -41,53 +41,30 @@ pub(crate) fn warn_unknown_keys(config: &SourceConfig, out: &mut Output) -> Resu
     Ok(())
 }
 
-/// Facts about tables that Flight does not carry.
-#[derive(Debug, Default)]
-pub struct TableFacts {
-    /// Time dimension of each hypertable (empty when TimescaleDB support is off).
-    pub time_columns: HashMap<TableKey, String>,
-    /// Primary key of each table that has one.
-    pub primary_keys: HashMap<TableKey, Vec<String>>,
+/// A table the Flight service exposes.
+#[derive(Debug)]
+pub struct Table {
+    /// Its schema (namespace).
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// Its columns, with the [`TableFacts`] in the metadata.
+    pub schema: Schema,
 }
 
-impl TableFacts {
-    /// Queries the database for them.
-    pub async fn load(db: &Database, config: &SourceConfig) -> Result<TableFacts, Error> {
-        Ok(TableFacts {
-            time_columns: if config.timescaledb.support {
-                db.time_dimensions().await?
-            } else {
-                HashMap::new()
-            },
-            primary_keys: db.primary_keys().await?,
-        })
-    }
-
-    /// The hypertable time column of `table`, if it is one and the column has a cursor type.
-    pub fn time_column(&self, table: &TableKey, schema: &Schema) -> Option<String> {
-        let column = self.time_columns.get(table)?;
-        let field = schema.field_with_name(column).ok()?;
-        CursorKind::of(field.data_type()).map(|_| column.clone())
-    }
-}
-
-/// The catalog: the Flight service's tables, in its order.
+/// The catalog: the Flight service's tables in the configured schemas, in its order.
 pub async fn catalog(config: &SourceConfig) -> Result<Catalog, Error> {
-    let db = Database::connect(config).await?;
-    let facts = TableFacts::load(&db, config).await?;
-    drop(db);
     let source = FlightSource::start(config).await?;
-    let listed = list_tables(&source).await;
+    let listed = list_tables(&source, &config.schemas).await;
     source.shutdown().await;
-    let streams = listed?
-        .into_iter()
-        .map(|(table, schema)| stream(&table, &schema, &facts))
-        .collect();
+    let streams = listed?.iter().map(stream).collect();
     Ok(Catalog { streams })
 }
 
-/// Every exposed table and its Arrow schema (ListFlights).
-pub async fn list_tables(source: &FlightSource) -> Result<Vec<(TableKey, Schema)>, Error> {
+/// Every exposed table in `schemas` (all when empty) and its Arrow schema (ListFlights). The
+/// in-process service already exposes only those; a remote server exposes what its own settings
+/// say, so the filter matters there.
+pub async fn list_tables(source: &FlightSource, schemas: &[String]) -> Result<Vec<Table>, Error> {
     let mut client = source.client().await?;
     let context = "ListFlights";
     let infos: Vec<_> = client
@@ -104,24 +81,40 @@ pub async fn list_tables(source: &FlightSource) -> Result<Vec<(TableKey, Schema)
             .as_ref()
             .map(|d| d.path.clone())
             .unwrap_or_default();
-        let [schema_name, table] = <[String; 2]>::try_from(path).map_err(|p| Error::Protocol {
+        let [namespace, name] = <[String; 2]>::try_from(path).map_err(|p| Error::Protocol {
             context: context.into(),
             message: format!("expected a [schema, table] descriptor, got {p:?}"),
         })?;
+        if !schemas.is_empty() && !schemas.contains(&namespace) {
+            continue;
+        }
         let schema = info.try_decode_schema().map_err(|e| Error::Protocol {
             context: context.into(),
-            message: format!("schema of {schema_name}.{table}: {e}"),
+            message: format!("schema of {namespace}.{name}: {e}"),
         })?;
-        tables.push(((schema_name, table), schema));
+        tables.push(Table {
+            namespace,
+            name,
+            schema,
+        });
     }
     Ok(tables)
+}
+
+/// The time dimension of a hypertable's `schema` (from its [`TableFacts`]), if it has one and the
+/// column is there with a type a cursor can have.
+pub(crate) fn time_column(schema: &Schema) -> Option<String> {
+    let column = TableFacts::from_metadata(schema.metadata())?.time_column?;
+    let field = schema.field_with_name(&column).ok()?;
+    CursorKind::of(field.data_type()).map(|_| column)
 }
 
 /// The stream of one table. Hypertables get their time dimension as source-defined cursor; plain
 /// tables may be read incrementally on a cursor the user picks (any integer, date or timestamp
 /// column), filtered by the source since there are no chunks to prune.
-pub fn stream(table: &TableKey, schema: &Schema, facts: &TableFacts) -> Stream {
-    let time_column = facts.time_column(table, schema);
+pub fn stream(table: &Table) -> Stream {
+    let schema = &table.schema;
+    let time_column = time_column(schema);
     let has_cursor_column = schema
         .fields()
         .iter()
@@ -131,17 +124,18 @@ pub fn stream(table: &TableKey, schema: &Schema, facts: &TableFacts) -> Stream {
     } else {
         vec![SyncMode::FullRefresh]
     };
+    let primary_key = TableFacts::from_metadata(schema.metadata())
+        .map(|f| f.primary_key)
+        .filter(|key| !key.is_empty());
     Stream {
-        name: table.1.clone(),
-        namespace: table.0.clone(),
+        name: table.name.clone(),
+        namespace: table.namespace.clone(),
         json_schema: stream_schema(schema),
         supported_sync_modes,
         source_defined_cursor: time_column.is_some(),
         default_cursor_field: time_column.map(|c| vec![c]),
-        source_defined_primary_key: facts
-            .primary_keys
-            .get(table)
-            .map(|cols| cols.iter().map(|c| vec![c.clone()]).collect()),
+        source_defined_primary_key: primary_key
+            .map(|cols| cols.into_iter().map(|c| vec![c]).collect()),
         is_resumable: true,
     }
 }
@@ -150,39 +144,71 @@ pub fn stream(table: &TableKey, schema: &Schema, facts: &TableFacts) -> Stream {
 mod tests {
     use super::*;
     use arrow::datatypes::{DataType, Field, TimeUnit};
+    use protocol::TableKind;
 
-    #[test]
-    fn hypertables_get_a_source_defined_cursor() {
-        let schema = Schema::new(vec![
+    fn table(facts: Option<TableFacts>, fields: Vec<Field>) -> Table {
+        let metadata = facts.map(|f| f.to_metadata()).unwrap_or_default();
+        Table {
+            namespace: "public".into(),
+            name: "m".into(),
+            schema: Schema::new_with_metadata(fields, metadata),
+        }
+    }
+
+    fn fields() -> Vec<Field> {
+        vec![
             Field::new(
                 "time",
                 DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
                 true,
             ),
             Field::new("v", DataType::Float64, true),
-        ]);
-        let key = ("public".to_string(), "m".to_string());
-        let mut facts = TableFacts::default();
-        facts.time_columns.insert(key.clone(), "time".into());
-        facts
-            .primary_keys
-            .insert(key.clone(), vec!["time".into(), "v".into()]);
-        let s = stream(&key, &schema, &facts);
+        ]
+    }
+
+    #[test]
+    fn hypertables_get_a_source_defined_cursor_from_the_facts() {
+        let facts = TableFacts {
+            kind: TableKind::Hypertable,
+            time_column: Some("time".into()),
+            primary_key: vec!["time".into(), "v".into()],
+        };
+        let s = stream(&table(Some(facts), fields()));
         assert!(s.source_defined_cursor);
         assert_eq!(s.default_cursor_field, Some(vec!["time".to_string()]));
         assert_eq!(
             s.source_defined_primary_key,
             Some(vec![vec!["time".to_string()], vec!["v".to_string()]])
         );
-        let plain = stream(
-            &("public".into(), "p".into()),
-            &schema,
-            &TableFacts::default(),
+    }
+
+    #[test]
+    fn plain_tables_and_tables_without_facts_have_no_source_cursor() {
+        let plain = TableFacts {
+            kind: TableKind::Table,
+            time_column: None,
+            primary_key: Vec::new(),
+        };
+        for t in [table(Some(plain), fields()), table(None, fields())] {
+            let s = stream(&t);
+            assert!(!s.source_defined_cursor);
+            assert_eq!(s.source_defined_primary_key, None);
+            assert_eq!(s.supported_sync_modes.len(), 2);
+        }
+        let no_cursor = table(None, vec![Field::new("v", DataType::Utf8, true)]);
+        assert_eq!(
+            stream(&no_cursor).supported_sync_modes,
+            vec![SyncMode::FullRefresh]
         );
-        assert!(!plain.source_defined_cursor);
-        assert_eq!(plain.supported_sync_modes.len(), 2);
-        let no_cursor = Schema::new(vec![Field::new("v", DataType::Utf8, true)]);
-        let s = stream(&key, &no_cursor, &TableFacts::default());
-        assert_eq!(s.supported_sync_modes, vec![SyncMode::FullRefresh]);
+    }
+
+    #[test]
+    fn a_time_column_of_another_type_is_no_cursor() {
+        let facts = TableFacts {
+            kind: TableKind::Hypertable,
+            time_column: Some("v".into()),
+            primary_key: Vec::new(),
+        };
+        assert_eq!(time_column(&table(Some(facts), fields()).schema), None);
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  config ──► Flight service (in-process on 127.0.0.1:0, or `flight_url`)
-//!               │ ListFlights / GetSchema          ──► discover (+ pg_index, dimensions via SQL)
+//!               │ ListFlights / GetSchema          ──► discover (time dimension, primary key:
+//!               │                                       protocol::TableFacts in the schema)
 //!               │ GetFlightInfo (CMD, start=cursor) ──► endpoints, minus completed chunks
 //!               ▼ DoGet × timescaledb_max_concurrent_chunks (saved resume tickets first)
 //!  batches ──► record (Arrow columns → RECORD lines, on blocking threads)
@@ -18,8 +19,9 @@
 //! - [`messages`]: the Airbyte messages this source writes and the catalog/state it reads (serde).
 //! - [`spec`]: the connector specification (JSON Schema of the config).
 //! - [`config`]: the typed, validated config; the password never logs or serializes.
-//! - [`database`]: direct SQL — connecting with readable errors, time dimensions, primary keys.
-//! - [`flight`]: the Flight service read from: started in-process, or remote.
+//! - [`database`]: direct SQL, in-process mode only — connecting with readable errors, TimescaleDB's
+//!   version and the schemas for `check`.
+//! - [`flight`]: the Flight service read from: started in-process, or remote (`protocol::client`).
 //! - [`check`], [`discover`]: the `check` and `discover` commands.
 //! - [`schema`]: Arrow field → Airbyte JSON Schema (the type table).
 //! - [`record`]: Arrow batches → RECORD lines, column by column.
@@ -42,8 +44,10 @@ pub mod state;
 
 use std::path::{Path, PathBuf};
 
-use crate::output::Output;
+use protocol::Retry;
+
 use crate::messages::{FailureType, Message, StreamDescriptor};
+use crate::output::Output;
 
 /// Everything the adapter can fail with. [`Error::failure_type`] decides how Airbyte treats it.
 #[derive(Debug, thiserror::Error)]
@@ -98,14 +102,9 @@ pub enum Error {
         /// The gRPC status (its message names the cause).
         status: tonic::Status,
     },
-    /// The Flight service could not be reached (transport set-up).
-    #[error("{context}: {message}")]
-    Connect {
-        /// What was being done.
-        context: String,
-        /// The transport's message.
-        message: String,
-    },
+    /// The Flight service could not be reached (transport set-up); names the URL as given.
+    #[error("Flight service: {0}")]
+    Connect(protocol::client::ConnectError),
     /// The Flight service answered something this source cannot use (undecodable data, a
     /// descriptor or endpoint of an unexpected shape).
     #[error("{context}: {message}")]
@@ -145,20 +144,8 @@ impl Error {
             | Error::State(_) => FailureType::ConfigError,
             Error::Database { config: true, .. } => FailureType::ConfigError,
             Error::Database { config: false, .. } => FailureType::TransientError,
-            Error::Flight { status, .. } => match status.code() {
-                tonic::Code::Unavailable
-                | tonic::Code::DeadlineExceeded
-                | tonic::Code::ResourceExhausted
-                | tonic::Code::Aborted
-                | tonic::Code::Cancelled
-                // The relation was rewritten since planning: a new attempt plans again.
-                | tonic::Code::FailedPrecondition => FailureType::TransientError,
-                tonic::Code::Unauthenticated
-                | tonic::Code::PermissionDenied
-                | tonic::Code::NotFound => FailureType::ConfigError,
-                _ => FailureType::SystemError,
-            },
-            Error::Connect { .. } => FailureType::TransientError,
+            Error::Flight { status, .. } => flight_failure_type(status.code()),
+            Error::Connect(_) => FailureType::TransientError,
             Error::Protocol { .. } => FailureType::SystemError,
             Error::Incomplete { failure_type, .. } => *failure_type,
             Error::Server(_) | Error::Encode(_) | Error::Output(_) => FailureType::SystemError,
@@ -186,6 +173,21 @@ impl Error {
             Error::Flight { status, .. } => Some(status.code()),
             _ => None,
         }
+    }
+}
+
+/// How Airbyte treats a failed Flight call: whatever [`protocol::classify`] would retry (from a
+/// resume ticket or after planning again) is transient, since the platform's next attempt resumes
+/// from the last STATE; of the rest, a refusal of the credentials or of a table is the user's to fix.
+fn flight_failure_type(code: tonic::Code) -> FailureType {
+    match protocol::classify(code) {
+        Retry::Resume | Retry::Replan => FailureType::TransientError,
+        Retry::Fatal => match code {
+            tonic::Code::Unauthenticated
+            | tonic::Code::PermissionDenied
+            | tonic::Code::NotFound => FailureType::ConfigError,
+            _ => FailureType::SystemError,
+        },
     }
 }
 

@@ -7,17 +7,14 @@
 
 use arrow::array::{
     Array, ArrayAccessor, ArrowPrimitiveType, AsArray, BooleanArray, FixedSizeBinaryArray,
-    OffsetSizeTrait, RecordBatch,
+    RecordBatch,
 };
 use arrow::buffer::NullBuffer;
 use arrow::datatypes::{
-    DataType, Date32Type, Date64Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type,
-    Int32Type, Int64Type, Int8Type, IntervalMonthDayNanoType, IntervalUnit, Schema,
-    Time32MillisecondType, Time32SecondType, Time64MicrosecondType, Time64NanosecondType, TimeUnit,
-    TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
-    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    DataType, Date32Type, Decimal128Type, Field, Float32Type, Float64Type, Int16Type, Int32Type,
+    Int64Type, IntervalMonthDayNanoType, IntervalUnit, Schema, Time64MicrosecondType, TimeUnit,
+    TimestampMicrosecondType,
 };
-use arrow::util::display::{ArrayFormatter, FormatOptions};
 use base64::Engine;
 
 use crate::messages::StreamDescriptor;
@@ -160,20 +157,15 @@ macro_rules! null_check {
     };
 }
 
-/// The cell for `array` (whose field is `field`).
+/// The cell for `array` (whose field is `field`): exactly the types the server emits
+/// (`pgarrow::types::plan_column`); anything else is refused rather than written some other way.
 fn cell<'a>(field: &'a Field, array: &'a dyn Array) -> Result<Box<dyn Cell + 'a>, Error> {
     let nulls = array.nulls();
     Ok(match array.data_type() {
-        DataType::Null => Box::new(NullCell),
         DataType::Boolean => Box::new(BoolCell(array.as_boolean())),
-        DataType::Int8 => ints::<Int8Type>(array),
         DataType::Int16 => ints::<Int16Type>(array),
         DataType::Int32 => ints::<Int32Type>(array),
         DataType::Int64 => ints::<Int64Type>(array),
-        DataType::UInt8 => ints::<UInt8Type>(array),
-        DataType::UInt16 => ints::<UInt16Type>(array),
-        DataType::UInt32 => ints::<UInt32Type>(array),
-        DataType::UInt64 => ints::<UInt64Type>(array),
         DataType::Float32 => Box::new(FloatCell {
             values: array.as_primitive::<Float32Type>().values(),
             nulls,
@@ -188,98 +180,42 @@ fn cell<'a>(field: &'a Field, array: &'a dyn Array) -> Result<Box<dyn Cell + 'a>
             nulls,
         }),
         DataType::Utf8 => Box::new(StrCell(array.as_string::<i32>())),
-        DataType::LargeUtf8 => Box::new(StrCell(array.as_string::<i64>())),
-        DataType::Utf8View => Box::new(StrCell(array.as_string_view())),
         DataType::Binary => Box::new(BinCell(array.as_binary::<i32>())),
-        DataType::LargeBinary => Box::new(BinCell(array.as_binary::<i64>())),
-        DataType::BinaryView => Box::new(BinCell(array.as_binary_view())),
         DataType::FixedSizeBinary(16) if extension(field) == Some("arrow.uuid") => {
             Box::new(UuidCell(array.as_fixed_size_binary()))
         }
-        DataType::FixedSizeBinary(_) => Box::new(BinCell(array.as_fixed_size_binary())),
         DataType::Date32 => Box::new(DateCell {
             values: array.as_primitive::<Date32Type>().values(),
-            to_days: |d: i32| (d != i32::MAX && d != i32::MIN).then_some(i64::from(d)),
             nulls,
         }),
-        DataType::Date64 => Box::new(DateCell {
-            values: array.as_primitive::<Date64Type>().values(),
-            to_days: |ms: i64| {
-                (ms != i64::MAX && ms != i64::MIN).then_some(ms.div_euclid(86_400_000))
-            },
-            nulls,
-        }),
-        DataType::Time32(TimeUnit::Second) => Box::new(TimeCell {
-            values: array.as_primitive::<Time32SecondType>().values(),
-            to_nanos: |v: i32| i64::from(v) * 1_000_000_000,
-            digits: 0,
-            nulls,
-        }),
-        DataType::Time32(_) => Box::new(TimeCell {
-            values: array.as_primitive::<Time32MillisecondType>().values(),
-            to_nanos: |v: i32| i64::from(v) * 1_000_000,
-            digits: 3,
-            nulls,
-        }),
-        DataType::Time64(TimeUnit::Nanosecond) => Box::new(TimeCell {
-            values: array.as_primitive::<Time64NanosecondType>().values(),
-            to_nanos: |v: i64| v,
-            digits: 9,
-            nulls,
-        }),
-        DataType::Time64(_) => Box::new(TimeCell {
+        DataType::Time64(TimeUnit::Microsecond) => Box::new(TimeCell {
             values: array.as_primitive::<Time64MicrosecondType>().values(),
-            to_nanos: |v: i64| v.saturating_mul(1_000),
-            digits: 6,
             nulls,
         }),
-        DataType::Timestamp(unit, tz) => {
-            let (values, per_second, digits) = match unit {
-                TimeUnit::Second => (array.as_primitive::<TimestampSecondType>().values(), 1, 0),
-                TimeUnit::Millisecond => (
-                    array.as_primitive::<TimestampMillisecondType>().values(),
-                    1_000,
-                    3,
-                ),
-                TimeUnit::Microsecond => (
-                    array.as_primitive::<TimestampMicrosecondType>().values(),
-                    1_000_000,
-                    6,
-                ),
-                TimeUnit::Nanosecond => (
-                    array.as_primitive::<TimestampNanosecondType>().values(),
-                    1_000_000_000,
-                    9,
-                ),
-            };
-            Box::new(TimestampCell {
-                values,
-                per_second,
-                digits,
-                zulu: tz.is_some(),
-                nulls,
-                day: std::cell::Cell::new((i64::MIN, [0; 10])),
-            })
-        }
+        DataType::Timestamp(TimeUnit::Microsecond, tz) => Box::new(TimestampCell {
+            values: array.as_primitive::<TimestampMicrosecondType>().values(),
+            zulu: tz.is_some(),
+            nulls,
+            day: std::cell::Cell::new((i64::MIN, [0; 10])),
+        }),
         DataType::Interval(IntervalUnit::MonthDayNano) => Box::new(IntervalCell {
             values: array.as_primitive::<IntervalMonthDayNanoType>().values(),
             nulls,
         }),
-        DataType::List(item) => list::<i32>(item, array)?,
-        DataType::LargeList(item) => list::<i64>(item, array)?,
-        DataType::FixedSizeList(item, _) => {
-            let a = array.as_fixed_size_list();
-            Box::new(FixedListCell {
-                list: a,
+        DataType::List(item) => {
+            let a = array.as_list::<i32>();
+            Box::new(ListCell {
+                offsets: a.value_offsets(),
+                nulls: a.nulls(),
                 items: cell(item, a.values().as_ref())?,
             })
         }
-        _ => Box::new(DisplayCell {
-            formatter: ArrayFormatter::try_new(array, &FormatOptions::default())
-                .map_err(|e| Error::Encode(format!("column {}: {e}", field.name())))?,
-            nulls,
-            text: std::cell::RefCell::new(String::new()),
-        }),
+        other => {
+            return Err(Error::Encode(format!(
+                "column {}: Arrow type {other} is not one the server emits",
+                field.name()
+            )))
+        }
     })
 }
 
@@ -293,26 +229,6 @@ where
         values: a.values(),
         nulls: a.nulls(),
     })
-}
-
-fn list<'a, O: OffsetSizeTrait>(
-    item: &'a Field,
-    array: &'a dyn Array,
-) -> Result<Box<dyn Cell + 'a>, Error> {
-    let a = array.as_list::<O>();
-    Ok(Box::new(ListCell {
-        offsets: a.value_offsets(),
-        nulls: a.nulls(),
-        items: cell(item, a.values().as_ref())?,
-    }))
-}
-
-struct NullCell;
-impl Cell for NullCell {
-    fn write(&self, _row: usize, out: &mut Vec<u8>) -> bool {
-        out.extend_from_slice(b"null");
-        true
-    }
 }
 
 struct BoolCell<'a>(&'a BooleanArray);
@@ -472,22 +388,21 @@ impl Cell for UuidCell<'_> {
     }
 }
 
-struct DateCell<'a, N> {
-    values: &'a [N],
-    /// Days since 1970-01-01; `None` for ±infinity.
-    to_days: fn(N) -> Option<i64>,
+struct DateCell<'a> {
+    /// Days since 1970-01-01; `i32::MAX` / `i32::MIN` for ±infinity.
+    values: &'a [i32],
     nulls: Option<&'a NullBuffer>,
 }
-impl<N: Copy> Cell for DateCell<'_, N> {
+impl Cell for DateCell<'_> {
     fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
         null_check!(self.nulls, row, out);
-        let Some(days) = (self.to_days)(self.values[row]) else {
+        let days = self.values[row];
+        if days == i32::MAX || days == i32::MIN {
             out.extend_from_slice(b"null");
             return false;
-        };
+        }
         out.push(b'"');
-        let bc = write_date(days, out);
-        if bc {
+        if write_date(i64::from(days), out) {
             out.extend_from_slice(b" BC");
         }
         out.push(b'"');
@@ -495,33 +410,24 @@ impl<N: Copy> Cell for DateCell<'_, N> {
     }
 }
 
-struct TimeCell<'a, N> {
-    values: &'a [N],
-    to_nanos: fn(N) -> i64,
-    digits: u32,
+struct TimeCell<'a> {
+    /// µs since midnight.
+    values: &'a [i64],
     nulls: Option<&'a NullBuffer>,
 }
-impl<N: Copy> Cell for TimeCell<'_, N> {
+impl Cell for TimeCell<'_> {
     fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
         null_check!(self.nulls, row, out);
-        let nanos = (self.to_nanos)(self.values[row]);
-        let secs = nanos.div_euclid(1_000_000_000);
         out.push(b'"');
-        write_clock(
-            secs,
-            nanos.rem_euclid(1_000_000_000) as u32,
-            self.digits,
-            out,
-        );
+        write_clock(self.values[row], out);
         out.push(b'"');
         true
     }
 }
 
 struct TimestampCell<'a> {
+    /// µs since the epoch; `i64::MAX` / `i64::MIN` for ±infinity.
     values: &'a [i64],
-    per_second: i64,
-    digits: u32,
     zulu: bool,
     nulls: Option<&'a NullBuffer>,
     /// The last day written as `YYYY-MM-DD` (years 1..=9999): rows of a chunk share a few days.
@@ -537,20 +443,18 @@ impl Cell for TimestampCell<'_> {
             return false;
         }
         out.push(b'"');
-        let secs = v.div_euclid(self.per_second);
-        let days = secs.div_euclid(86_400);
+        let days = v.div_euclid(MICROS_PER_DAY);
         let (cached_day, text) = self.day.get();
         if days == cached_day {
             out.extend_from_slice(&text);
             out.push(b'T');
-            let nanos = (v.rem_euclid(self.per_second) * (1_000_000_000 / self.per_second)) as u32;
-            write_clock(secs.rem_euclid(86_400), nanos, self.digits, out);
+            write_clock(v.rem_euclid(MICROS_PER_DAY), out);
             if self.zulu {
                 out.push(b'Z');
             }
         } else {
             let start = out.len();
-            write_timestamp(v, self.per_second, self.digits, self.zulu, out);
+            write_timestamp(v, self.zulu, out);
             let date = &out[start..];
             if date.len() > 10 && date[10] == b'T' && !date.ends_with(b" BC") {
                 let mut text = [0u8; 10];
@@ -563,14 +467,14 @@ impl Cell for TimestampCell<'_> {
     }
 }
 
-/// `YYYY-MM-DDTHH:MM:SS[.f…][Z][ BC]` for `v` units (of `per_second` per second) since the epoch.
-pub(crate) fn write_timestamp(v: i64, per_second: i64, digits: u32, zulu: bool, out: &mut Vec<u8>) {
-    let secs = v.div_euclid(per_second);
-    let sub = v.rem_euclid(per_second);
-    let nanos = (sub * (1_000_000_000 / per_second)) as u32;
-    let bc = write_date(secs.div_euclid(86_400), out);
+/// µs in a day.
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// `YYYY-MM-DDTHH:MM:SS.ffffff[Z][ BC]` for `v` µs since the epoch.
+pub(crate) fn write_timestamp(v: i64, zulu: bool, out: &mut Vec<u8>) {
+    let bc = write_date(v.div_euclid(MICROS_PER_DAY), out);
     out.push(b'T');
-    write_clock(secs.rem_euclid(86_400), nanos, digits, out);
+    write_clock(v.rem_euclid(MICROS_PER_DAY), out);
     if zulu {
         out.push(b'Z');
     }
@@ -634,32 +538,19 @@ fn write_interval(months: i32, days: i32, nanos: i64, out: &mut Vec<u8>) {
     }
 }
 
-struct ListCell<'a, O> {
-    offsets: &'a [O],
+struct ListCell<'a> {
+    offsets: &'a [i32],
     nulls: Option<&'a NullBuffer>,
     items: Box<dyn Cell + 'a>,
 }
-impl<O: OffsetSizeTrait> Cell for ListCell<'_, O> {
+impl Cell for ListCell<'_> {
     fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
         null_check!(self.nulls, row, out);
         let (start, end) = (
-            self.offsets[row].as_usize(),
-            self.offsets[row + 1].as_usize(),
+            self.offsets[row] as usize,
+            self.offsets[row + 1] as usize,
         );
         write_items(self.items.as_ref(), start..end, out)
-    }
-}
-
-struct FixedListCell<'a> {
-    list: &'a arrow::array::FixedSizeListArray,
-    items: Box<dyn Cell + 'a>,
-}
-impl Cell for FixedListCell<'_> {
-    fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
-        null_check!(self.list.nulls(), row, out);
-        let start = self.list.value_offset_at(row);
-        let size = self.list.value_length() as usize;
-        write_items(self.items.as_ref(), start..start + size, out)
     }
 }
 
@@ -674,27 +565,6 @@ fn write_items(items: &dyn Cell, range: std::ops::Range<usize>, out: &mut Vec<u8
     }
     out.push(b']');
     complete
-}
-
-/// Any other type: Arrow's display text as a JSON string.
-struct DisplayCell<'a> {
-    formatter: ArrayFormatter<'a>,
-    nulls: Option<&'a NullBuffer>,
-    text: std::cell::RefCell<String>,
-}
-impl Cell for DisplayCell<'_> {
-    fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
-        use std::fmt::Write;
-        null_check!(self.nulls, row, out);
-        let mut text = self.text.borrow_mut();
-        text.clear();
-        if write!(text, "{}", self.formatter.value(row)).is_err() {
-            out.extend_from_slice(b"null");
-            return false;
-        }
-        write_str(text.as_bytes(), out);
-        true
-    }
 }
 
 /// For each byte: 0 = copy as is; otherwise the character after the backslash (`u` = `\u00XX`).
@@ -742,8 +612,10 @@ pub(crate) fn write_str(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-/// Year, month, day of `days` since 1970-01-01 (proleptic Gregorian, astronomical years).
-pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
+/// Year, month, day of `days` since 1970-01-01 (proleptic Gregorian, astronomical years). By hand
+/// rather than with chrono, whose dates end at year 262 143: PostgreSQL's run to 5 874 897, and a
+/// record must be written for every one of them. Checked against chrono where both exist.
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
     // Howard Hinnant's days_from_civil inverse.
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
@@ -755,17 +627,6 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (astronomical years).
-pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let m = i64::from(month);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 fn two(v: u32, out: &mut Vec<u8>) {
@@ -792,15 +653,15 @@ pub(crate) fn write_date(days: i64, out: &mut Vec<u8>) -> bool {
     bc
 }
 
-/// `HH:MM:SS` of `secs` into the day, then `digits` fraction digits of `nanos`.
-fn write_clock(secs: i64, nanos: u32, digits: u32, out: &mut Vec<u8>) {
-    let secs = secs as u32;
+/// `HH:MM:SS.ffffff` of `micros` since midnight (`24:00:00.000000` is a valid `time`).
+fn write_clock(micros: i64, out: &mut Vec<u8>) {
+    let secs = micros.div_euclid(1_000_000) as u32;
     two(secs / 3_600, out);
     out.push(b':');
     two(secs / 60 % 60, out);
     out.push(b':');
     two(secs % 60, out);
-    write_fraction(nanos, digits, false, out);
+    write_fraction(micros.rem_euclid(1_000_000) as u32 * 1_000, 6, false, out);
 }
 
 /// `.` and the first `digits` digits of `nanos` (nine-digit fraction); nothing for 0 digits. With
@@ -838,6 +699,7 @@ mod tests {
         Time64MicrosecondArray, TimestampMicrosecondArray,
     };
     use arrow::datatypes::IntervalMonthDayNano;
+    use chrono::Datelike;
     use serde_json::Value;
     use std::collections::HashMap;
     use std::sync::Arc;
@@ -963,7 +825,7 @@ mod tests {
     fn dates_and_times_follow_airbyte_formats() {
         let ts = |us: i64, tz: bool| {
             let mut out = Vec::new();
-            write_timestamp(us, 1_000_000, 6, tz, &mut out);
+            write_timestamp(us, tz, &mut out);
             String::from_utf8(out).unwrap()
         };
         assert_eq!(ts(0, true), "1970-01-01T00:00:00.000000Z");
@@ -973,7 +835,7 @@ mod tests {
         );
         assert_eq!(ts(-1, false), "1969-12-31T23:59:59.999999");
         // 0001-01-01 and the day before it (1 BC).
-        let y1 = days_from_civil(1, 1, 1) * 86_400_000_000;
+        let y1 = -719_162 * MICROS_PER_DAY;
         assert_eq!(ts(y1, true), "0001-01-01T00:00:00.000000Z");
         assert_eq!(ts(y1 - 1, true), "0001-12-31T23:59:59.999999Z BC");
         let a = Arc::new(
@@ -1010,13 +872,43 @@ mod tests {
     }
 
     #[test]
-    fn civil_dates_round_trip() {
-        for days in [-800_000i64, -719_528, -1, 0, 1, 20_727, 2_932_896] {
-            let (y, m, d) = civil_from_days(days);
-            assert_eq!(days_from_civil(y, m, d), days);
+    fn civil_dates_agree_with_chrono() {
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).unwrap();
+        let days = (-800_000i64..-700_000)
+            .step_by(7)
+            .chain(-1_000..1_000)
+            .chain(2_900_000..3_000_000)
+            .chain([-719_528, 20_727, 2_932_896]);
+        for d in days {
+            let c = epoch + chrono::TimeDelta::days(d);
+            assert_eq!(
+                civil_from_days(d),
+                (i64::from(c.year()), c.month(), c.day()),
+                "{d}"
+            );
         }
         assert_eq!(civil_from_days(0), (1970, 1, 1));
         assert_eq!(civil_from_days(-719_528), (0, 1, 1));
+        // PostgreSQL's last date, beyond chrono's range.
+        assert_eq!(civil_from_days(2_145_042_905), (5_874_897, 12, 31));
+    }
+
+    #[test]
+    fn types_the_server_never_emits_are_refused() {
+        let schema = Arc::new(Schema::new(vec![f(DataType::UInt8)]));
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![Arc::new(arrow::array::UInt8Array::from(vec![1u8]))],
+        )
+        .unwrap();
+        let d = StreamDescriptor {
+            name: "t".into(),
+            namespace: None,
+        };
+        let e = RecordEncoder::new(&d, &schema, &[0])
+            .encode(&batch, 0, &mut Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("not one the server emits"), "{e}");
     }
 
     #[test]

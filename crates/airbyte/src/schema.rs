@@ -4,22 +4,22 @@
 //! | Arrow (from PostgreSQL)                         | JSON Schema                                                  | value in `data` |
 //! |-------------------------------------------------|--------------------------------------------------------------|-----------------|
 //! | Boolean                                         | `boolean`                                                    | `true` / `false` |
-//! | Int8…Int64, UInt8…UInt64 (int2/int4/int8)       | `integer`                                                    | number |
+//! | Int16, Int32, Int64 (int2/int4/int8)            | `integer`                                                    | number |
 //! | Float32, Float64 (float4/float8)                | `number`                                                     | shortest round-trip number; NaN, ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (Airbyte's Number) |
-//! | Decimal128/256(p,s) (numeric(p,s))              | `number`                                                     | the exact decimal digits (`12.50`), never via a float |
+//! | Decimal128(p,s) (numeric(p,s))                  | `number`                                                     | the exact decimal digits (`12.50`), never via a float |
 //! | Utf8 (text, varchar, enums, unconstrained numeric, json/jsonb, `::text` casts) | `string`       | escaped text; json/jsonb as their JSON text; unconstrained numeric as exact text |
-//! | Binary, FixedSizeBinary (bytea)                 | `string` + `contentEncoding: base64`                         | base64 (standard alphabet, padded) |
+//! | Binary (bytea)                                  | `string` + `contentEncoding: base64`                         | base64 (standard alphabet, padded) |
 //! | FixedSizeBinary(16) `arrow.uuid` (uuid)         | `string` + `format: uuid`                                    | `8-4-4-4-12` lower-case hex |
-//! | Date32, Date64 (date)                           | `string` + `format: date`                                    | `YYYY-MM-DD`, ` BC` appended before year 1 |
-//! | Time32, Time64 (time)                           | `string` + `format: time` + `airbyte_type: time_without_timezone` | `HH:MM:SS.ffffff` |
-//! | Timestamp(unit, tz) (timestamptz)               | `string` + `format: date-time` + `airbyte_type: timestamp_with_timezone` | `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC) |
-//! | Timestamp(unit, None) (timestamp)               | `string` + `format: date-time` + `airbyte_type: timestamp_without_timezone` | `YYYY-MM-DDTHH:MM:SS.ffffff` |
-//! | Interval (interval)                             | `string`                                                     | ISO 8601 duration, `P1Y2M3DT4H5M6.5S` |
-//! | List, LargeList, FixedSizeList (arrays)         | `array` + `items` of the element                             | JSON array |
-//! | anything else                                   | `string`                                                     | Arrow's display text |
+//! | Date32 (date)                                   | `string` + `format: date`                                    | `YYYY-MM-DD`, ` BC` appended before year 1 |
+//! | Time64(µs) (time)                               | `string` + `format: time` + `airbyte_type: time_without_timezone` | `HH:MM:SS.ffffff` |
+//! | Timestamp(µs, UTC) (timestamptz)                | `string` + `format: date-time` + `airbyte_type: timestamp_with_timezone` | `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC) |
+//! | Timestamp(µs, None) (timestamp)                 | `string` + `format: date-time` + `airbyte_type: timestamp_without_timezone` | `YYYY-MM-DDTHH:MM:SS.ffffff` |
+//! | Interval(MonthDayNano) (interval)               | `string`                                                     | ISO 8601 duration, `P1Y2M3DT4H5M6.5S` |
+//! | List (one-dimensional arrays)                   | `array` + `items` of the element                             | JSON array |
 //!
-//! Every type is `["null", <type>]`: the server's fields are all nullable. Fractions have as many
-//! digits as the unit (6 for µs). A date or timestamp of `±infinity` (the type's extreme value), and
+//! These are exactly the types the server emits (`pgarrow::types::plan_column`); [`crate::record`]
+//! refuses any other. Every type is `["null", <type>]`: the server's fields are all nullable.
+//! Fractions have six digits (µs). A date or timestamp of `±infinity` (the type's extreme value), and
 //! an infinite interval, have no JSON form: the value is written as `null` and the record's
 //! `meta.changes` lists the field as `NULLED` / `SOURCE_SERIALIZATION_ERROR`. Years after 9999 are
 //! written with more than four digits.
@@ -39,30 +39,16 @@ pub fn extension(field: &Field) -> Option<&str> {
 pub fn field_schema(field: &Field) -> Value {
     let mut s = match field.data_type() {
         DataType::Boolean => json!({"type": "boolean"}),
-        DataType::Int8
-        | DataType::Int16
-        | DataType::Int32
-        | DataType::Int64
-        | DataType::UInt8
-        | DataType::UInt16
-        | DataType::UInt32
-        | DataType::UInt64 => json!({"type": "integer"}),
-        DataType::Float16
-        | DataType::Float32
-        | DataType::Float64
-        | DataType::Decimal128(..)
-        | DataType::Decimal256(..) => json!({"type": "number"}),
+        DataType::Int16 | DataType::Int32 | DataType::Int64 => json!({"type": "integer"}),
+        DataType::Float32 | DataType::Float64 | DataType::Decimal128(..) => {
+            json!({"type": "number"})
+        }
         DataType::FixedSizeBinary(16) if extension(field) == Some("arrow.uuid") => {
             json!({"type": "string", "format": "uuid"})
         }
-        DataType::Binary
-        | DataType::LargeBinary
-        | DataType::BinaryView
-        | DataType::FixedSizeBinary(_) => {
-            json!({"type": "string", "contentEncoding": "base64"})
-        }
-        DataType::Date32 | DataType::Date64 => json!({"type": "string", "format": "date"}),
-        DataType::Time32(_) | DataType::Time64(_) => json!({
+        DataType::Binary => json!({"type": "string", "contentEncoding": "base64"}),
+        DataType::Date32 => json!({"type": "string", "format": "date"}),
+        DataType::Time64(_) => json!({
             "type": "string", "format": "time", "airbyte_type": "time_without_timezone",
         }),
         DataType::Timestamp(_, Some(_)) => json!({
@@ -71,9 +57,8 @@ pub fn field_schema(field: &Field) -> Value {
         DataType::Timestamp(_, None) => json!({
             "type": "string", "format": "date-time", "airbyte_type": "timestamp_without_timezone",
         }),
-        DataType::List(item) | DataType::LargeList(item) | DataType::FixedSizeList(item, _) => {
-            json!({"type": "array", "items": field_schema(item)})
-        }
+        DataType::List(item) => json!({"type": "array", "items": field_schema(item)}),
+        // Utf8, and types the server never emits (which `read` refuses).
         _ => json!({"type": "string"}),
     };
     if let Some(ty) = s.get("type").and_then(Value::as_str).map(str::to_string) {

@@ -21,11 +21,14 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
 use arrow::datatypes::{DataType, TimeUnit};
+use chrono::format::{Parsed, StrftimeItems};
+use chrono::{Datelike, NaiveDate};
+use protocol::Bound;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::messages::{InputStateMessage, StreamDescriptor, SyncMode};
-use crate::record::{days_from_civil, write_date, write_timestamp};
+use crate::record::{write_date, write_timestamp};
 use crate::{read_json, Error};
 
 /// The format written in `state_version`.
@@ -132,110 +135,71 @@ pub fn parse(stream: &StreamDescriptor, blob: Value) -> Result<Option<StreamStat
 }
 
 /// A column type usable as an incremental cursor, compared as an `i64` in the column's own unit.
+/// Only the types the server emits (`pgarrow::types::plan_column`) are listed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CursorKind {
     /// int2, int4, int8.
     Integer,
     /// date: days since 1970-01-01.
     Date,
-    /// timestamp / timestamptz: `per_second` units since the epoch.
+    /// timestamp / timestamptz: µs since the epoch.
     Timestamp {
-        /// Units per second.
-        per_second: i64,
-        /// Fraction digits written.
-        digits: u32,
         /// With time zone (written with `Z`).
         zulu: bool,
     },
 }
 
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
 impl CursorKind {
     /// The cursor kind of a column type, if it can be one.
     pub fn of(dt: &DataType) -> Option<CursorKind> {
         Some(match dt {
-            DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-                CursorKind::Integer
-            }
+            DataType::Int16 | DataType::Int32 | DataType::Int64 => CursorKind::Integer,
             DataType::Date32 => CursorKind::Date,
-            DataType::Timestamp(unit, tz) => {
-                let (per_second, digits) = match unit {
-                    TimeUnit::Second => (1, 0),
-                    TimeUnit::Millisecond => (1_000, 3),
-                    TimeUnit::Microsecond => (1_000_000, 6),
-                    TimeUnit::Nanosecond => (1_000_000_000, 9),
-                };
-                CursorKind::Timestamp {
-                    per_second,
-                    digits,
-                    zulu: tz.is_some(),
-                }
-            }
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => CursorKind::Timestamp {
+                zulu: tz.is_some(),
+            },
             _ => return None,
         })
     }
 
     /// The value as written in records (and in the state): a number, a date or a date-time.
     pub fn to_json(self, v: i64) -> Value {
+        let mut out = Vec::new();
         match self {
-            CursorKind::Integer => Value::from(v),
+            CursorKind::Integer => return Value::from(v),
             CursorKind::Date => {
-                let mut out = Vec::new();
                 if write_date(v, &mut out) {
                     out.extend_from_slice(b" BC");
                 }
-                Value::from(String::from_utf8_lossy(&out).into_owned())
             }
-            CursorKind::Timestamp {
-                per_second,
-                digits,
-                zulu,
-            } => {
-                let mut out = Vec::new();
-                write_timestamp(v, per_second, digits, zulu, &mut out);
-                Value::from(String::from_utf8_lossy(&out).into_owned())
-            }
+            CursorKind::Timestamp { zulu } => write_timestamp(v, zulu, &mut out),
         }
+        Value::from(String::from_utf8_lossy(&out).into_owned())
     }
 
-    /// Reads back what [`CursorKind::to_json`] wrote.
+    /// Reads back what [`CursorKind::to_json`] wrote; `None` for anything else, including dates
+    /// that do not exist (`2024-02-31`).
     pub fn from_json(self, v: &Value) -> Option<i64> {
         match self {
             CursorKind::Integer => v.as_i64(),
             CursorKind::Date => {
-                let (days, rest) = parse_date(v.as_str()?)?;
-                rest.is_empty().then_some(days)
+                let date = parse_calendar(v.as_str()?, "-%m-%d")?.to_naive_date().ok()?;
+                Some((date - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days())
             }
-            CursorKind::Timestamp { per_second, .. } => {
+            CursorKind::Timestamp { zulu } => {
                 let s = v.as_str()?;
-                let (days, rest) = parse_date(s)?;
-                let rest = rest.strip_prefix('T')?;
-                let (h, m, sec) = (
-                    digits(rest.get(0..2)?)?,
-                    digits(rest.get(3..5)?)?,
-                    digits(rest.get(6..8)?)?,
-                );
-                if rest.get(2..3)? != ":" || rest.get(5..6)? != ":" {
-                    return None;
-                }
-                let mut rest = &rest[8..];
-                let mut nanos = 0i64;
-                if let Some(f) = rest.strip_prefix('.') {
-                    let n = f.bytes().take_while(u8::is_ascii_digit).count();
-                    if n == 0 || n > 9 {
-                        return None;
-                    }
-                    nanos = digits(&f[..n])? * 10i64.pow(9 - n as u32);
-                    rest = &f[n..];
-                }
-                let rest = rest.strip_prefix('Z').unwrap_or(rest);
-                if !rest.is_empty() {
-                    return None;
-                }
-                let secs = days
-                    .checked_mul(86_400)?
-                    .checked_add(h * 3_600 + m * 60 + sec)?;
-                secs.checked_mul(per_second)?
-                    .checked_add(nanos / (1_000_000_000 / per_second))
+                // `Z` comes before a ` BC`, and only on timestamptz.
+                let (s, bc) = match s.strip_suffix(" BC") {
+                    Some(s) => (s, " BC"),
+                    None => (s, ""),
+                };
+                let s = if zulu { s.strip_suffix('Z')? } else { s };
+                let parsed = parse_calendar(&format!("{s}{bc}"), "-%m-%dT%H:%M:%S%.f")?;
+                // Sub-µs digits are cut off (floor): the bound stays below every later µs value.
+                let t = parsed.to_naive_datetime_with_offset(0).ok()?;
+                Some(t.and_utc().timestamp_micros())
             }
         }
     }
@@ -244,47 +208,26 @@ impl CursorKind {
     /// `None` when no safe bound can be written. Rows at the bound are filtered out by the reader
     /// (`start` is inclusive). For `timestamp` and `date` the server's conversion depends on the
     /// session time zone, so the bound is moved a day earlier: pruning stays safe, filtering exact.
-    pub fn start_bound(self, v: i64) -> Option<Value> {
-        const DAY_US: i64 = 86_400_000_000;
+    pub fn start_bound(self, v: i64) -> Option<Bound> {
         let micros = match self {
-            CursorKind::Integer => return Some(Value::from(v)),
-            CursorKind::Date => v.checked_mul(DAY_US)?.checked_sub(DAY_US)?,
-            CursorKind::Timestamp {
-                per_second, zulu, ..
-            } => {
-                let us = if per_second >= 1_000_000 {
-                    v.div_euclid(per_second / 1_000_000)
-                } else {
-                    v.checked_mul(1_000_000 / per_second)?
-                };
-                if zulu {
-                    us
-                } else {
-                    us.checked_sub(DAY_US)?
-                }
-            }
+            CursorKind::Integer => return Some(Bound::Integer(v)),
+            CursorKind::Date => v.checked_mul(MICROS_PER_DAY)?.checked_sub(MICROS_PER_DAY)?,
+            CursorKind::Timestamp { zulu: true } => v,
+            CursorKind::Timestamp { zulu: false } => v.checked_sub(MICROS_PER_DAY)?,
         };
+        let t = chrono::DateTime::from_timestamp_micros(micros)?;
         // RFC 3339 only knows years 1..=9999 (no " BC", no five-digit years).
-        let (year, ..) = crate::record::civil_from_days(micros.div_euclid(DAY_US));
-        if !(1..=9999).contains(&year) {
-            return None;
-        }
-        let mut out = Vec::new();
-        write_timestamp(micros, 1_000_000, 6, true, &mut out);
-        Some(Value::from(String::from_utf8_lossy(&out).into_owned()))
+        (1..=9999).contains(&t.year()).then(|| {
+            Bound::Time(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
+        })
     }
 }
 
-fn digits(s: &str) -> Option<i64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// `YYYY-MM-DD` (four or more year digits) at the start of `s`, with ` BC` at the very end of `s`
-/// taken into account; returns days since 1970-01-01 and what follows the date (without ` BC`).
-fn parse_date(s: &str) -> Option<(i64, &str)> {
+/// Parses `YYYY…` followed by `rest_format` (chrono's syntax) as written by [`write_date`]: four or
+/// more year digits, ` BC` at the very end for years before 1 (1 BC is year 0). The year is split
+/// off by hand because chrono reads five-digit years only with a sign, and a BC year must be turned
+/// into an astronomical one before chrono checks the day (29 February of 1 BC exists).
+fn parse_calendar(s: &str, rest_format: &str) -> Option<Parsed> {
     let (s, bc) = match s.strip_suffix(" BC") {
         Some(s) => (s, true),
         None => (s, false),
@@ -293,49 +236,46 @@ fn parse_date(s: &str) -> Option<(i64, &str)> {
     if year_len < 4 {
         return None;
     }
-    let year = digits(&s[..year_len])?;
-    let rest = &s[year_len..];
-    if rest.get(0..1)? != "-" || rest.get(3..4)? != "-" {
-        return None;
-    }
-    let month = digits(rest.get(1..3)?)? as u32;
-    let day = digits(rest.get(4..6)?)? as u32;
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    let year = if bc { 1 - year } else { year };
-    Some((days_from_civil(year, month, day), &rest[6..]))
+    let year: i64 = s[..year_len].parse().ok()?;
+    let mut parsed = Parsed::new();
+    chrono::format::parse(&mut parsed, &s[year_len..], StrftimeItems::new(rest_format)).ok()?;
+    parsed.set_year(if bc { 1 - year } else { year }).ok()?;
+    Some(parsed)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const TSTZ: CursorKind = CursorKind::Timestamp {
-        per_second: 1_000_000,
-        digits: 6,
-        zulu: true,
-    };
-    const TS: CursorKind = CursorKind::Timestamp {
-        per_second: 1_000_000,
-        digits: 6,
-        zulu: false,
-    };
+    const TSTZ: CursorKind = CursorKind::Timestamp { zulu: true };
+    const TS: CursorKind = CursorKind::Timestamp { zulu: false };
 
     #[test]
     fn cursors_round_trip_through_json() {
-        for v in [0i64, 1, -1, 1_790_812_800_000_001, -62_135_596_800_000_001] {
+        // Includes 1 BC (year 0, a leap year) and a five-digit year.
+        let leap_day_1_bc = -719_528 + 59;
+        for v in [
+            0i64,
+            1,
+            -1,
+            1_790_812_800_000_001,
+            -62_135_596_800_000_001,
+            leap_day_1_bc * MICROS_PER_DAY,
+            253_402_300_800_000_000,
+        ] {
             for kind in [TSTZ, TS] {
                 let j = kind.to_json(v);
                 assert_eq!(kind.from_json(&j), Some(v), "{j}");
             }
         }
-        for d in [0i64, 20_727, -800_000] {
-            assert_eq!(
-                CursorKind::Date.from_json(&CursorKind::Date.to_json(d)),
-                Some(d)
-            );
+        for d in [0i64, 20_727, -800_000, leap_day_1_bc, 2_932_897] {
+            let j = CursorKind::Date.to_json(d);
+            assert_eq!(CursorKind::Date.from_json(&j), Some(d), "{j}");
         }
+        assert_eq!(
+            CursorKind::Date.to_json(leap_day_1_bc),
+            Value::from("0001-02-29 BC")
+        );
         assert_eq!(
             CursorKind::Integer.from_json(&CursorKind::Integer.to_json(-5)),
             Some(-5)
@@ -344,31 +284,55 @@ mod tests {
             TSTZ.from_json(&Value::from("2026-10-01T00:00:00Z")),
             Some(1_790_812_800_000_000)
         );
+        // Digits beyond µs are cut off, never rounded up.
+        assert_eq!(
+            TSTZ.from_json(&Value::from("1970-01-01T00:00:00.0000019Z")),
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn impossible_dates_and_strangers_are_refused() {
         for bad in [
             "",
             "2026-10-01",
             "2026-13-01T00:00:00Z",
+            "2024-02-31T00:00:00Z",
+            "2023-02-29T00:00:00Z",
+            "2026-10-01T24:00:00Z",
             "2026-10-01T00:00:00+01:00",
+            "2026-10-01T00:00:00",
+            "26-10-01T00:00:00Z",
+            "2026-10-01T00:00:00Z trailing",
         ] {
             assert_eq!(TSTZ.from_json(&Value::from(bad)), None, "{bad}");
         }
+        assert_eq!(TS.from_json(&Value::from("2026-10-01T00:00:00Z")), None);
+        for bad in ["2024-02-31", "2023-02-29", "2024-00-10", "2024-1-1", "2024-01-01x"] {
+            assert_eq!(CursorKind::Date.from_json(&Value::from(bad)), None, "{bad}");
+        }
+        assert_eq!(
+            CursorKind::Date.from_json(&Value::from("2024-02-29")),
+            Some(19_782)
+        );
     }
 
     #[test]
     fn start_bounds_are_safe() {
+        let time = |s: &str| Some(Bound::Time(s.into()));
         assert_eq!(
             TSTZ.start_bound(1_790_812_800_000_001),
-            Some(Value::from("2026-10-01T00:00:00.000001Z"))
+            time("2026-10-01T00:00:00.000001Z")
         );
         assert_eq!(
             TS.start_bound(1_790_812_800_000_000),
-            Some(Value::from("2026-09-30T00:00:00.000000Z"))
+            time("2026-09-30T00:00:00.000000Z")
         );
         assert_eq!(
             CursorKind::Date.start_bound(20_727),
-            Some(Value::from("2026-09-30T00:00:00.000000Z"))
+            time("2026-09-30T00:00:00.000000Z")
         );
-        assert_eq!(CursorKind::Integer.start_bound(7), Some(Value::from(7)));
+        assert_eq!(CursorKind::Integer.start_bound(7), Some(Bound::Integer(7)));
         assert_eq!(TSTZ.start_bound(i64::MAX), None);
         assert_eq!(TSTZ.start_bound(-62_135_596_800_000_001), None);
     }

@@ -3,7 +3,6 @@
 //! 0 when every read was verified, 1 when not, 2 when the run could not be set up.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Parser;
 use loadtest::{self, Options};
@@ -16,10 +15,6 @@ use loadtest::{self, Options};
 struct Cli {
     #[command(flatten)]
     options: Options,
-    /// Only ask the server for `health` (DoAction) and exit 0 if it and its database answer
-    /// (the container HEALTHCHECK).
-    #[arg(long)]
-    health: bool,
     /// Check the options, print them and exit without touching anything.
     #[arg(long)]
     dry_run: bool,
@@ -35,22 +30,6 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if cli.health {
-        return match runtime.block_on(loadtest::probe_health(
-            &cli.options.url,
-            // Inside the image's HEALTHCHECK --timeout=5s, so the answer comes before docker gives up.
-            Duration::from_secs(4),
-        )) {
-            Ok(body) => {
-                println!("{body}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hyperflight-loadtest: {e}");
-                ExitCode::FAILURE
-            }
-        };
-    }
     if let Err(e) = cli.options.validate() {
         eprintln!("hyperflight-loadtest: {e}");
         return ExitCode::from(2);

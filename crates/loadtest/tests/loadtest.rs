@@ -1,10 +1,7 @@
 //! The load generator, run as its binary against the fixture: a short plain run, a server restart and
-//! a chunk drop each end with every row accounted for. Also: the docker-compose stack's init SQL
-//! yields exactly the rows of `scripts/load-sample-data.sh`.
+//! a chunk drop each end with every row accounted for, and each shows that its fault really hit
+//! reads. Also: `docker/sample-data.sql` yields the rows its header documents.
 
-
-
-use std::path::Path;
 use std::process::Output;
 
 use testkit::*;
@@ -52,14 +49,23 @@ fn assert_verified(out: &Output, report: &str) {
             .any(|l| l.starts_with("errors (unexplained): none")),
         "unexplained errors in:\n{report}"
     );
-    let verified = report
-        .lines()
-        .find_map(|l| l.strip_prefix("requests: "))
-        .and_then(|l| l.split(" (").nth(1))
-        .and_then(|l| l.split(' ').next())
-        .and_then(|n| n.parse::<u64>().ok())
-        .unwrap_or(0);
+    let verified = figure(report, "requests: ", |l| l.split(" (").nth(1));
     assert!(verified > 0, "no verified request in:\n{report}");
+    // Every row received was verified: nothing arrived that the check skipped.
+    let received = figure(report, "rows: ", |l| l.split(' ').next());
+    let checked = figure(report, "rows: ", |l| l.split(" received, ").nth(1));
+    assert!(received > 0 && received == checked, "{report}");
+}
+
+/// The number at the start of what `pick` finds in the report line that starts with `prefix`.
+fn figure(report: &str, prefix: &str, pick: impl Fn(&str) -> Option<&str>) -> u64 {
+    report
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .and_then(pick)
+        .and_then(|l| l.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no figure after {prefix:?} in:\n{report}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,7 +99,10 @@ async fn server_restart_costs_retries_not_rows() {
         server_bin().display(),
         fixture_url()
     );
-    let log = std::env::temp_dir().join(format!("hyperflight-loadtest-test-{port}.log"));
+    let log = std::env::temp_dir().join(format!(
+        "hyperflight-loadtest-test-{}-{port}.log",
+        std::process::id()
+    ));
     let (out, report) = loadtest(&[
         "--url",
         &url,
@@ -119,6 +128,10 @@ async fn server_restart_costs_retries_not_rows() {
             && report.contains("applied: server killed"),
         "{report}"
     );
+    // The kill broke streams, and reads went on from their resume tickets with nothing lost.
+    let retries = figure(&report, "retries: ", |l| Some(l));
+    let resumed = figure(&report, "retries: ", |l| l.rsplit("; ").next());
+    assert!(retries > 0 && resumed > 0, "no resumed read in:\n{report}");
     println!("{report}");
 }
 
@@ -151,7 +164,9 @@ async fn dropped_chunk_is_explained_not_lost() {
         .find_map(|l| l.strip_prefix("rows of the dropped chunk (explained, not lost): "))
         .and_then(|n| n.parse().ok())
         .expect("dropped rows line");
-    println!("{report}\n(dropped rows accounted: {dropped})");
+    // Requests after the drop did ask for the chunk, and its rows were explained.
+    assert!(dropped > 0, "no request met the dropped chunk:\n{report}");
+    println!("{report}");
     // The run read a private copy (named on the report's first line), dropped at the end.
     let copy = report
         .lines()
@@ -168,27 +183,48 @@ async fn dropped_chunk_is_explained_not_lost() {
     assert!(left.is_empty(), "schema {copy} was left behind");
 }
 
+
+/// `docker/sample-data.sql` (what the compose stack loads) into a scratch database, checked against
+/// the rows its header documents, computed here from the row number: not against another load of
+/// the same script, which would pass whatever the script did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compose_init_sql_loads_the_same_rows_as_the_loader() {
-    let fixture = pg(fixture_url()).await;
-    let name = "hyperflight_compose_init_check";
+async fn sample_data_sql_yields_the_documented_rows() {
+    // Rows not a multiple of days, so days differ in size; enough rows for every special value.
+    const ROWS: i64 = 60_001;
+    const DAYS: i64 = 4;
+    let name = format!(
+        "hyperflight_sample_check_{}_{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
     let admin = pg(&database_url("postgres")).await;
-    // One statement per call: several in one string would share a transaction, which these refuse.
-    for stmt in [
-        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-        format!("CREATE DATABASE {name}"),
-    ] {
-        admin.batch_execute(&stmt).await.unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    // Checked in a task, so the scratch database is dropped even when a check fails.
+    let checked = tokio::spawn(load_and_check(database_url(&name), ROWS, DAYS)).await;
+    admin
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap();
+    if let Err(e) = checked {
+        std::panic::resume_unwind(e.into_panic());
     }
-    let sql = Path::new(env!("CARGO_MANIFEST_DIR")).join("docker/sample-data.sql");
+}
+
+const DAY_US: i64 = 86_400_000_000;
+
+async fn load_and_check(url: String, rows: i64, days: i64) {
+    let sql = repo().join("docker/sample-data.sql");
     let psql = std::env::var("HYPERFLIGHT_PG_BIN")
         .map(|d| format!("{d}/psql"))
         .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into());
     let out = tokio::process::Command::new(psql)
-        .arg(database_url(name))
+        .arg(&url)
         .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
-        .args(["-v", &format!("rows={FIXTURE_ROWS}")])
-        .args(["-v", &format!("days={FIXTURE_DAYS}")])
+        .args(["-v", &format!("rows={rows}")])
+        .args(["-v", &format!("days={days}")])
         .arg("-f")
         .arg(&sql)
         .output()
@@ -199,22 +235,171 @@ async fn compose_init_sql_loads_the_same_rows_as_the_loader() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // Chunk count, then a digest of every row of both tables in a fixed order.
-    let checksum = "SELECT concat_ws(' ',
-            (SELECT count(*) FROM show_chunks('public.metrics')),
-            (SELECT count(*) FROM public.metrics),
-            (SELECT md5(string_agg(m::text, '|' ORDER BY time, device_id, reading)) FROM public.metrics m),
-            (SELECT md5(string_agg(d::text, '|' ORDER BY device_id)) FROM public.devices d))";
-    let theirs = pg(&database_url(name)).await;
-    let want: String = fixture.query_one(checksum, &[]).await.unwrap().get(0);
-    let got: String = theirs.query_one(checksum, &[]).await.unwrap().get(0);
-    assert_eq!(
-        got, want,
-        "docker/sample-data.sql differs from the loader's data"
-    );
-    drop(theirs);
-    admin
-        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+    let db = pg(&url).await;
+    let want: Vec<Metric> = (0..rows).map(|i| Metric::documented(i, rows, days)).collect();
+    check_chunks(&db, &want, days).await;
+    check_metrics(&db, &want).await;
+    check_devices(&db).await;
+}
+
+fn start_us() -> i64 {
+    chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z")
+        .unwrap()
+        .timestamp_micros()
+}
+
+/// Exactly `days` one-day chunks from the start, each holding the rows whose time falls in it.
+async fn check_chunks(db: &tokio_postgres::Client, want: &[Metric], days: i64) {
+    let start = start_us();
+    let got: Vec<(i64, i64, i64)> = db
+        .query(
+            "SELECT (extract(epoch FROM range_start) * 1000000)::int8,
+                    (extract(epoch FROM range_end) * 1000000)::int8,
+                    (SELECT count(*) FROM public.metrics m WHERE m.tableoid =
+                        format('%I.%I', c.chunk_schema, c.chunk_name)::regclass)
+             FROM timescaledb_information.chunks c
+             WHERE hypertable_schema = 'public' AND hypertable_name = 'metrics'
+             ORDER BY range_start",
+            &[],
+        )
         .await
-        .unwrap();
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let expected: Vec<(i64, i64, i64)> = (0..days)
+        .map(|d| {
+            let (lo, hi) = (start + d * DAY_US, start + (d + 1) * DAY_US);
+            let n = want.iter().filter(|m| lo <= m.time && m.time < hi).count();
+            (lo, hi, n as i64)
+        })
+        .collect();
+    assert_eq!(got, expected, "chunks: (start µs, end µs, rows)");
+}
+
+/// Every row of `public.metrics`, in time order, against the documented one.
+async fn check_metrics(db: &tokio_postgres::Client, want: &[Metric]) {
+    let count: i64 = db
+        .query_one("SELECT count(*) FROM public.metrics", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, want.len() as i64, "row count");
+    let sql = format!("{} ORDER BY time", metrics_canonical_sql("public.metrics"));
+    let got = db.query(&sql, &[]).await.unwrap();
+    for (i, (row, want)) in got.iter().zip(want).enumerate() {
+        let have = Metric {
+            time: row.get(0),
+            device_id: row.get(1),
+            sensor: row.get(2),
+            temperature: row.get(3),
+            humidity: row.get(4),
+            status: row.get(5),
+            reading: row.get(6),
+            ok: row.get(7),
+        };
+        assert!(have.matches(want), "row {i}: got {have:?}, documented {want:?}");
+    }
+    // The special values are in the data, so the checks above covered them.
+    for (what, present) in [
+        ("status -32768", want.iter().any(|m| m.status == Some(i16::MIN))),
+        ("reading i64::MAX", want.iter().any(|m| m.reading == Some(i64::MAX))),
+        ("reading i64::MIN", want.iter().any(|m| m.reading == Some(i64::MIN))),
+        ("non-ASCII sensor", want.iter().any(|m| m.sensor.as_deref().is_some_and(|s| !s.is_ascii()))),
+    ] {
+        assert!(present, "{what} missing from the checked rows");
+    }
+}
+
+/// `public.devices`: 100 rows, each value from its device number.
+async fn check_devices(db: &tokio_postgres::Client) {
+    let installed_from = chrono::DateTime::parse_from_rfc3339("2025-01-01T08:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let got: Vec<(i32, String, Option<String>, Option<i64>)> = db
+        .query(
+            "SELECT device_id, name, location,
+                    (extract(epoch FROM installed_at) * 1000000)::int8
+             FROM public.devices ORDER BY device_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect();
+    let want: Vec<(i32, String, Option<String>, Option<i64>)> = (1..=100)
+        .map(|d: i32| {
+            let location = match d {
+                _ if d % 7 == 0 => None,
+                _ if d % 10 == 3 => Some(format!("Zürich – Halle {d}")),
+                _ => Some(format!("hall-{}", d % 5)),
+            };
+            // 24 h 37 min 12.345678 s per device number.
+            let installed = (d % 11 != 0).then(|| installed_from + i64::from(d) * 88_632_345_678);
+            (d, format!("device-{d}"), location, installed)
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// A `public.metrics` row; time in µs since the epoch.
+#[derive(Debug)]
+struct Metric {
+    time: i64,
+    device_id: Option<i32>,
+    sensor: Option<String>,
+    temperature: Option<f64>,
+    humidity: Option<f32>,
+    status: Option<i16>,
+    reading: Option<i64>,
+    ok: Option<bool>,
+}
+
+impl Metric {
+    /// Row `i` of `rows` over `days` days, as the script's header and comments describe it.
+    fn documented(i: i64, rows: i64, days: i64) -> Metric {
+        let offset = i128::from(i) * i128::from(days) * i128::from(DAY_US) / i128::from(rows);
+        let unless = |modulus: i64| i % modulus != 0;
+        let x = i as f64;
+        Metric {
+            time: start_us() + offset as i64,
+            device_id: unless(97).then(|| 1 + (i % 100) as i32),
+            sensor: unless(89).then(|| match i % 1000 {
+                7 => format!("capteur-{} température ✓ 温度", i % 10),
+                _ => format!("sensor-{}", i % 10),
+            }),
+            temperature: unless(83)
+                .then(|| 20.0 + 10.0 * (x / 1000.0).sin() + (i % 7) as f64 * 0.125),
+            humidity: unless(79).then(|| (50.0 + 40.0 * (x / 777.0).cos()) as f32),
+            status: unless(73).then(|| match i % 10007 {
+                1 => i16::MIN,
+                2 => i16::MAX,
+                _ => (i % 600) as i16,
+            }),
+            reading: unless(71).then(|| match i % 50021 {
+                3 => i64::MAX,
+                4 => i64::MIN,
+                _ => i * 1_000_003 % 1_000_000_007 - 500_000_000,
+            }),
+            ok: unless(67).then(|| i % 3 != 0),
+        }
+    }
+
+    /// Equal, floats within rounding (the database's sin/cos and numeric division may differ from
+    /// Rust's in the last bits).
+    fn matches(&self, o: &Metric) -> bool {
+        let close = |a: Option<f64>, b: Option<f64>, tol: f64| match (a, b) {
+            (Some(a), Some(b)) => (a - b).abs() <= tol,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        self.time == o.time
+            && self.device_id == o.device_id
+            && self.sensor == o.sensor
+            && close(self.temperature, o.temperature, 1e-9)
+            && close(self.humidity.map(f64::from), o.humidity.map(f64::from), 1e-4)
+            && self.status == o.status
+            && self.reading == o.reading
+            && self.ok == o.ok
+    }
 }

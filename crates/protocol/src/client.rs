@@ -127,7 +127,9 @@ impl Connection {
     /// DoAction `action`; the first result's body.
     pub async fn action(&self, action: ActionName) -> Result<Bytes, FlightError> {
         let mut client = self.client();
-        let mut results = client.do_action(Action::new(action.as_str(), Bytes::new())).await?;
+        let mut results = client
+            .do_action(Action::new(action.as_str(), Bytes::new()))
+            .await?;
         match results.next().await {
             Some(body) => body,
             None => Ok(Bytes::new()),
@@ -145,7 +147,10 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint, ConnectError> {
         (true, r)
     } else if let Some(r) = url.strip_prefix("https://") {
         (true, r)
-    } else if let Some(r) = url.strip_prefix("grpc://").or_else(|| url.strip_prefix("grpc+tcp://")) {
+    } else if let Some(r) = url
+        .strip_prefix("grpc://")
+        .or_else(|| url.strip_prefix("grpc+tcp://"))
+    {
         (false, r)
     } else if let Some(r) = url.strip_prefix("http://") {
         (false, r)
@@ -171,7 +176,9 @@ fn endpoint(config: &ClientConfig) -> Result<Endpoint, ConnectError> {
             .tls_config(tls_config)
             .map_err(|e| bad(innermost(&e)))?;
     } else if config.tls_root_certs.is_some() {
-        return Err(bad("TLS root certificates given for a plain grpc:// URL; use grpc+tls://".into()));
+        return Err(bad(
+            "TLS root certificates given for a plain grpc:// URL; use grpc+tls://".into(),
+        ));
     }
     Ok(endpoint)
 }
@@ -183,10 +190,12 @@ fn token_header(
         .token
         .as_ref()
         .map(|t| {
-            format!("Bearer {t}").parse().map_err(|_| ConnectError::Url {
-                url: config.url.clone(),
-                message: "the token must be printable ASCII".into(),
-            })
+            format!("Bearer {t}")
+                .parse()
+                .map_err(|_| ConnectError::Url {
+                    url: config.url.clone(),
+                    message: "the token must be printable ASCII".into(),
+                })
         })
         .transpose()
 }
@@ -357,7 +366,10 @@ async fn stream_once<E>(
         .map_err(read)?;
     let mut stream = stream.into_inner();
     loop {
-        let Some(data) = within(stall, "stream", stream.next()).await.map_err(Stop::Read)? else {
+        let Some(data) = within(stall, "stream", stream.next())
+            .await
+            .map_err(Stop::Read)?
+        else {
             return Ok(());
         };
         let data = data.map_err(read)?;

@@ -24,7 +24,9 @@ impl TableRef {
         match self {
             TableRef::Parts([schema, name]) => Ok((schema, name)),
             TableRef::Dotted(s) => match s.split_once('.') {
-                Some((schema, name)) if !schema.is_empty() && !name.is_empty() => Ok((schema, name)),
+                Some((schema, name)) if !schema.is_empty() && !name.is_empty() => {
+                    Ok((schema, name))
+                }
                 _ => Err(format!(
                     "table {:?} must be \"schema.table\" or [\"schema\", \"table\"]",
                     crate::status::clip(s)
@@ -78,8 +80,12 @@ impl Command {
 
     /// Parses and checks a descriptor's bytes; the error names the key or value at fault.
     pub fn from_json(bytes: &[u8]) -> Result<Command, String> {
-        let c: Command = serde_json::from_slice(bytes)
-            .map_err(|e| format!("invalid CMD descriptor: {}", crate::status::clip(&e.to_string())))?;
+        let c: Command = serde_json::from_slice(bytes).map_err(|e| {
+            format!(
+                "invalid CMD descriptor: {}",
+                crate::status::clip(&e.to_string())
+            )
+        })?;
         c.table.parts()?;
         if matches!(&c.columns, Some(cols) if cols.is_empty()) {
             return Err("columns must not be empty".into());
@@ -114,7 +120,10 @@ mod tests {
             (r#"{"table": "public.m", "columns": []}"#, "columns"),
             (r#"{"table": ["a"]}"#, "invalid CMD"),
             ("not json", "invalid CMD"),
-            (r#"{"table": "public.m", "consistent_snapshot": 1}"#, "invalid CMD"),
+            (
+                r#"{"table": "public.m", "consistent_snapshot": 1}"#,
+                "invalid CMD",
+            ),
         ] {
             let e = Command::from_json(bad.as_bytes()).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

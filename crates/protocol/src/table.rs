@@ -56,7 +56,8 @@ impl TableFacts {
 
     /// Reads the facts back from schema metadata; `None` when the schema carries none.
     pub fn from_metadata(m: &HashMap<String, String>) -> Option<TableFacts> {
-        let kind = serde_json::from_value(serde_json::Value::String(m.get(KIND_KEY)?.clone())).ok()?;
+        let kind =
+            serde_json::from_value(serde_json::Value::String(m.get(KIND_KEY)?.clone())).ok()?;
         let primary_key = match m.get(PRIMARY_KEY_KEY) {
             Some(text) => serde_json::from_str(text).ok()?,
             None => Vec::new(),

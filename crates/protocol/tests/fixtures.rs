@@ -4,7 +4,9 @@ use protocol::{Command, EndpointMetadata};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(name);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
@@ -15,14 +17,24 @@ fn commands_parse_as_the_fixtures_say() {
         let bytes = serde_json::to_vec(&case["json"]).unwrap();
         let c = Command::from_json(&bytes).unwrap_or_else(|e| panic!("{}: {e}", case["json"]));
         let (schema, name) = c.table.parts().unwrap();
-        assert_eq!((schema, name), (case["schema"].as_str().unwrap(), case["name"].as_str().unwrap()));
+        assert_eq!(
+            (schema, name),
+            (
+                case["schema"].as_str().unwrap(),
+                case["name"].as_str().unwrap()
+            )
+        );
         // What we write, we read back the same.
         assert_eq!(Command::from_json(&c.to_json()).unwrap(), c);
     }
     for case in f["invalid"].as_array().unwrap() {
         let bytes = serde_json::to_vec(&case["json"]).unwrap();
         let e = Command::from_json(&bytes).expect_err(&case["json"].to_string());
-        assert!(e.contains(case["says"].as_str().unwrap()), "{}: {e}", case["json"]);
+        assert!(
+            e.contains(case["says"].as_str().unwrap()),
+            "{}: {e}",
+            case["json"]
+        );
     }
 }
 

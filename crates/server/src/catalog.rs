@@ -107,10 +107,40 @@ pub struct Chunk {
     pub range_end: i64,
     /// Heap + TOAST size in bytes.
     pub size_bytes: i64,
-    /// Planner estimate (`reltuples`), -1 if never analyzed.
+    /// Row estimate: `reltuples`, or for a compressed chunk its row count at compression plus
+    /// the heap's rows; -1 if unknown.
     pub estimated_rows: i64,
-    /// Whether TimescaleDB compressed it.
-    pub is_compressed: bool,
+    /// The compressed part, when TimescaleDB compressed the chunk.
+    pub compressed: Option<Compressed>,
+}
+
+/// The compressed part of a chunk: TimescaleDB's relation of compressed batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compressed {
+    /// The relation holding the compressed batches.
+    pub relation: QualifiedName,
+    /// Its relfilenode; changes when it is rewritten (recompression).
+    pub relfilenode: u32,
+    /// Its size on disk.
+    pub size_bytes: i64,
+    /// Rows at compression time, -1 if unknown.
+    pub rows: i64,
+    /// Heap + TOAST bytes before compression, -1 if unknown.
+    pub uncompressed_bytes: i64,
+    /// Heap + TOAST bytes after compression, -1 if unknown.
+    pub compressed_bytes: i64,
+    /// Rows were inserted into the chunk's heap after compression.
+    pub partial: bool,
+}
+
+impl Compressed {
+    /// Uncompressed / compressed size, when both are known.
+    pub fn ratio(&self) -> Option<f64> {
+        (self.uncompressed_bytes > 0 && self.compressed_bytes > 0).then(|| {
+            ((self.uncompressed_bytes as f64 / self.compressed_bytes as f64) * 100.0).round()
+                / 100.0
+        })
+    }
 }
 
 /// A leaf partition of a natively partitioned table.
@@ -176,9 +206,10 @@ impl Table {
     /// What clients learn about the table from its schema's metadata.
     pub fn facts(&self) -> TableFacts {
         let (kind, time_column) = match &self.kind {
-            TableKind::Hypertable { dimension, .. } => {
-                (protocol::TableKind::Hypertable, Some(dimension.column.clone()))
-            }
+            TableKind::Hypertable { dimension, .. } => (
+                protocol::TableKind::Hypertable,
+                Some(dimension.column.clone()),
+            ),
             TableKind::HypertableRoot => (protocol::TableKind::Hypertable, None),
             TableKind::Partitioned { .. } => (protocol::TableKind::Partitioned, None),
             TableKind::Plain { .. } => (protocol::TableKind::Table, None),
@@ -459,9 +490,15 @@ async fn discover_hypertables(
     }
     let rows = client
         .query(
+            // `dropped` exists up to 2.25 (dropped chunks kept as catalog rows) and is gone from 2.26
+            // on (the rows are deleted): read through to_jsonb so one text runs on both.
             "SELECT ch.hypertable_id, ch.id, ch.schema_name::text, ch.table_name::text, cl.oid,
                     cl.relfilenode, ds.range_start, ds.range_end, pg_catalog.pg_table_size(cl.oid),
-                    cl.reltuples::float8, ch.compressed_chunk_id IS NOT NULL
+                    cl.reltuples::float8, ch.compressed_chunk_id IS NOT NULL, (ch.status & 8) <> 0,
+                    cch.schema_name::text, cch.table_name::text, ccl.relfilenode,
+                    pg_catalog.pg_table_size(ccl.oid), sz.numrows_pre_compression,
+                    sz.uncompressed_heap_size + sz.uncompressed_toast_size,
+                    sz.compressed_heap_size + sz.compressed_toast_size
              FROM _timescaledb_catalog.chunk ch
              JOIN _timescaledb_catalog.chunk_constraint cc ON cc.chunk_id = ch.id
              JOIN _timescaledb_catalog.dimension_slice ds ON ds.id = cc.dimension_slice_id
@@ -470,7 +507,11 @@ async fn discover_hypertables(
                ON d.id = ds.dimension_id
              JOIN pg_catalog.pg_namespace n ON n.nspname = ch.schema_name
              JOIN pg_catalog.pg_class cl ON cl.relnamespace = n.oid AND cl.relname = ch.table_name
-             WHERE NOT ch.dropped AND NOT ch.osm_chunk
+             LEFT JOIN _timescaledb_catalog.chunk cch ON cch.id = ch.compressed_chunk_id
+             LEFT JOIN pg_catalog.pg_namespace cn ON cn.nspname = cch.schema_name
+             LEFT JOIN pg_catalog.pg_class ccl ON ccl.relnamespace = cn.oid AND ccl.relname = cch.table_name
+             LEFT JOIN _timescaledb_catalog.compression_chunk_size sz ON sz.chunk_id = ch.id
+             WHERE NOT coalesce((to_jsonb(ch) ->> 'dropped')::boolean, false) AND NOT ch.osm_chunk
              ORDER BY ch.hypertable_id, ds.range_start, ch.id",
             &[],
         )
@@ -485,6 +526,30 @@ async fn discover_hypertables(
         let Some(size_bytes) = row.get::<_, Option<i64>>(8) else {
             continue;
         };
+        let heap_rows = estimate(row.get(9));
+        let compressed = match (
+            row.get::<_, Option<String>>(12),
+            row.get::<_, Option<String>>(13),
+        ) {
+            (Some(schema), Some(name)) if row.get::<_, bool>(10) => Some(Compressed {
+                relation: QualifiedName::new(schema, name),
+                relfilenode: row.get::<_, Option<u32>>(14).unwrap_or_default(),
+                size_bytes: row.get::<_, Option<i64>>(15).unwrap_or_default(),
+                rows: row.get::<_, Option<i64>>(16).unwrap_or(-1),
+                uncompressed_bytes: row.get::<_, Option<i64>>(17).unwrap_or(-1),
+                compressed_bytes: row.get::<_, Option<i64>>(18).unwrap_or(-1),
+                partial: row.get(11),
+            }),
+            _ => None,
+        };
+        // A compressed chunk's heap holds only rows inserted after compression: count both parts.
+        let (size_bytes, estimated_rows) = match &compressed {
+            Some(c) => (
+                size_bytes + c.size_bytes,
+                sum_estimates([c.rows, heap_rows.max(0)].into_iter()),
+            ),
+            None => (size_bytes, heap_rows),
+        };
         chunks.push(Chunk {
             name: QualifiedName::new(row.get::<_, String>(2), row.get::<_, String>(3)),
             id: row.get(1),
@@ -492,8 +557,8 @@ async fn discover_hypertables(
             range_start: row.get(6),
             range_end: row.get(7),
             size_bytes,
-            estimated_rows: estimate(row.get(9)),
-            is_compressed: row.get(10),
+            estimated_rows,
+            compressed,
         });
     }
     Ok(Hypertables {

@@ -275,21 +275,26 @@ impl Settings {
     fn load_with_env(overrides: &Overrides, env: Env) -> Result<Settings, ConfigError> {
         // Only names of settings: other HYPERFLIGHT_* variables (HYPERFLIGHT_LOG, a script's own)
         // are not settings. The flag ids are exactly the setting names.
-        let names: Vec<String> = <Overrides as clap::Args>::augment_args(clap::Command::new("settings"))
-            .get_arguments()
-            .map(|a| a.get_id().to_string())
-            .filter(|id| id != "config")
-            .collect();
+        let names: Vec<String> =
+            <Overrides as clap::Args>::augment_args(clap::Command::new("settings"))
+                .get_arguments()
+                .map(|a| a.get_id().to_string())
+                .filter(|id| id != "config")
+                .collect();
         let names: Vec<&str> = names.iter().map(String::as_str).collect();
         // Flags: the given ones only (a None would hide a lower layer's value).
-        let mut flags = serde_json::to_value(overrides).map_err(|e| ConfigError::Load(e.to_string()))?;
+        let mut flags =
+            serde_json::to_value(overrides).map_err(|e| ConfigError::Load(e.to_string()))?;
         if let Some(map) = flags.as_object_mut() {
             map.retain(|_, v| !v.is_null());
         }
         let mut figment = Figment::new();
         if let Some(path) = &overrides.config {
             if !path.is_file() {
-                return Err(ConfigError::Load(format!("cannot read config file {}", path.display())));
+                return Err(ConfigError::Load(format!(
+                    "cannot read config file {}",
+                    path.display()
+                )));
             }
             figment = figment.merge(Toml::file(path));
         }
@@ -313,12 +318,18 @@ impl Settings {
             }
             Ok(v)
         }
-        let mut database: tokio_postgres::Config = self
-            .database_url
-            .expose()
-            .parse()
-            .map_err(|_| invalid("database_url", "not a PostgreSQL URL (postgres://user@host:port/db or key=value form)"))?;
-        if let Some(password) = secret_from(None, "database_password_file", self.database_password_file.as_ref())? {
+        let mut database: tokio_postgres::Config =
+            self.database_url.expose().parse().map_err(|_| {
+                invalid(
+                    "database_url",
+                    "not a PostgreSQL URL (postgres://user@host:port/db or key=value form)",
+                )
+            })?;
+        if let Some(password) = secret_from(
+            None,
+            "database_password_file",
+            self.database_password_file.as_ref(),
+        )? {
             database.password(password.expose());
         }
         let listen: SocketAddr = self
@@ -335,8 +346,16 @@ impl Settings {
             })?),
         };
         let minutes = |m: u64| Duration::from_secs(m * 60);
-        let ticket_secret = secret_from(self.ticket_secret, "ticket_secret_file", self.ticket_secret_file.as_ref())?;
-        let auth_token = secret_from(self.auth_token, "auth_token_file", self.auth_token_file.as_ref())?;
+        let ticket_secret = secret_from(
+            self.ticket_secret,
+            "ticket_secret_file",
+            self.ticket_secret_file.as_ref(),
+        )?;
+        let auth_token = secret_from(
+            self.auth_token,
+            "auth_token_file",
+            self.auth_token_file.as_ref(),
+        )?;
         let ticket_secret = match ticket_secret {
             Some(s) if s.expose().len() < 16 => {
                 return Err(invalid("ticket_secret", "must be at least 16 bytes"))
@@ -472,9 +491,18 @@ pub fn redacted_database(c: &tokio_postgres::Config) -> String {
     add("user", c.get_user().map(str::to_string));
     add("dbname", c.get_dbname().map(str::to_string));
     add("options", c.get_options().map(str::to_string));
-    add("application_name", c.get_application_name().map(str::to_string));
-    add("sslmode", Some(format!("{:?}", c.get_ssl_mode()).to_lowercase()));
-    add("connect_timeout", c.get_connect_timeout().map(|t| t.as_secs().to_string()));
+    add(
+        "application_name",
+        c.get_application_name().map(str::to_string),
+    );
+    add(
+        "sslmode",
+        Some(format!("{:?}", c.get_ssl_mode()).to_lowercase()),
+    );
+    add(
+        "connect_timeout",
+        c.get_connect_timeout().map(|t| t.as_secs().to_string()),
+    );
     parts.join(" ")
 }
 
@@ -500,9 +528,12 @@ fn secret_from(
         (Some(s), None) => Ok(Some(s)),
         (None, None) => Ok(None),
         (None, Some(path)) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| invalid(file_setting, format!("cannot read {}: {e}", path.display())))?;
-            Ok(Some(Secret(text.trim_end_matches(['\r', '\n']).to_string())))
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(file_setting, format!("cannot read {}: {e}", path.display()))
+            })?;
+            Ok(Some(Secret(
+                text.trim_end_matches(['\r', '\n']).to_string(),
+            )))
         }
     }
 }
@@ -738,7 +769,10 @@ mod tests {
             let c = s.clone().validate().unwrap();
             assert_eq!(c.ticket_secret, b"from-a-file-0123456789");
             let text = s.to_toml(&c.database);
-            assert!(!text.contains("hunter2") && !text.contains("from-a-file"), "{text}");
+            assert!(
+                !text.contains("hunter2") && !text.contains("from-a-file"),
+                "{text}"
+            );
             let file = dir.join("back.toml");
             std::fs::write(&file, &text).unwrap();
             let o = Overrides {

@@ -5,8 +5,8 @@
 
 use tonic::{Code, Status};
 
-use pgarrow;
 use crate::ticket::TicketError;
+use pgarrow;
 
 /// Everything a Flight call can fail with.
 #[derive(Debug, thiserror::Error)]

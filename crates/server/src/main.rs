@@ -119,9 +119,9 @@ async fn serve(config: Config) -> Result<(), String> {
 async fn health(args: HealthArgs) -> Result<(), String> {
     use protocol::client::{ClientConfig, Connection};
     let tls_root_certs = match &args.tls_root_certs {
-        Some(path) => Some(
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?,
-        ),
+        Some(path) => {
+            Some(std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?)
+        }
         None => None,
     };
     let limit = Duration::from_secs(args.timeout_seconds.max(1));

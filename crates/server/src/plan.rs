@@ -10,11 +10,11 @@ use arrow_flight::{flight_descriptor::DescriptorType, FlightDescriptor};
 use bytes::Bytes;
 use protocol::{Bound, Command, EndpointKind, EndpointMetadata};
 
-use crate::catalog::{Chunk, QualifiedName, Snapshot, Table, TableKind, TimeDimension};
+use crate::catalog::{Chunk, Compressed, QualifiedName, Snapshot, Table, TableKind, TimeDimension};
 use crate::error::Error;
-use pgarrow::{plan_column, ColumnPlan};
 use crate::scan::{ScanSpec, TimeFilter};
 use crate::ticket::{BlockRange, TicketBody, TicketSigner, TimeBounds};
+use pgarrow::{plan_column, ColumnPlan};
 
 /// What a client asked for: a table, optionally some columns and a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -299,8 +299,13 @@ impl Planner {
         })
     }
 
-    /// The scan a verified ticket asks for, checked against what discovery exposes now.
-    pub fn resolve(&self, snapshot: &Snapshot, body: &TicketBody) -> Result<ScanSpec, Error> {
+    /// The scan a verified ticket asks for, checked against what discovery exposes now, and the
+    /// schema its stream shows (the same as GetFlightInfo's).
+    pub fn resolve(
+        &self,
+        snapshot: &Snapshot,
+        body: &TicketBody,
+    ) -> Result<(ScanSpec, SchemaRef), Error> {
         let name = QualifiedName::new(&body.table_schema, &body.table_name);
         let table = self.table(snapshot, &name)?;
         let scanned = QualifiedName::new(&body.scan_schema, &body.scan_name);
@@ -317,7 +322,7 @@ impl Planner {
                     .find(|c| c.name == scanned)
                     .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
                 // A compressed chunk's heap is not where its rows live: no ctid positions.
-                (false, !chunk.is_compressed, Some(dimension))
+                (false, chunk.compressed.is_none(), Some(dimension))
             }
             TableKind::Partitioned { partitions } => {
                 let part = partitions
@@ -332,9 +337,9 @@ impl Planner {
             TableKind::Plain { .. } | TableKind::HypertableRoot => return Err(not_part()),
         };
         let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
-        let columns = self
-            .columns(table, wanted)
-            .map_err(|_| Error::Rewritten(format!("{} (its columns changed)", table.name)))?;
+        let changed = |_| Error::Rewritten(format!("{} (its columns changed)", table.name));
+        let columns = self.columns(table, wanted).map_err(changed)?;
+        let schema = self.table_schema(table, wanted).map_err(changed)?;
         let db_snapshot = match body.snapshot.as_str() {
             "" => None,
             id if crate::snapshot::is_valid_id(id) => Some(id.to_string()),
@@ -358,29 +363,39 @@ impl Planner {
                 )))
             }
         };
-        Ok(ScanSpec {
-            relation: scanned,
-            only,
-            with_tid,
-            columns,
-            filter,
-            resume_after: body.resume_after.as_ref().map(Into::into),
-            relfilenode: body.relfilenode,
-            blocks: body.blocks.map(|b| (b.start, b.end)),
-            snapshot: db_snapshot,
-            batch_rows: self.batch_rows,
-            statement_timeout: self.statement_timeout,
-        })
+        Ok((
+            ScanSpec {
+                relation: scanned,
+                only,
+                with_tid,
+                columns,
+                filter,
+                resume_after: body.resume_after.as_ref().map(Into::into),
+                relfilenode: body.relfilenode,
+                blocks: body.blocks.map(|b| (b.start, b.end)),
+                snapshot: db_snapshot,
+                batch_rows: self.batch_rows,
+                statement_timeout: self.statement_timeout,
+            },
+            schema,
+        ))
     }
 }
 
 impl Planner {
     /// The schema a client is shown for `table` (ListFlights, GetFlightInfo, GetSchema): the
     /// columns wanted, with the table's facts in the metadata.
-    pub fn table_schema(&self, table: &Table, wanted: Option<&[String]>) -> Result<SchemaRef, Error> {
+    pub fn table_schema(
+        &self,
+        table: &Table,
+        wanted: Option<&[String]>,
+    ) -> Result<SchemaRef, Error> {
         let columns = self.columns(table, wanted)?;
         let fields: Vec<_> = columns.iter().map(|c| c.field.clone()).collect();
-        Ok(Arc::new(Schema::new_with_metadata(fields, table.facts().to_metadata())))
+        Ok(Arc::new(Schema::new_with_metadata(
+            fields,
+            table.facts().to_metadata(),
+        )))
     }
 }
 
@@ -419,10 +434,10 @@ fn add_estimate(total: i64, part: i64) -> i64 {
 
 fn chunk_metadata(dimension: &TimeDimension, chunk: &Chunk) -> EndpointMetadata {
     EndpointMetadata {
-        kind: if chunk.is_compressed {
-            EndpointKind::CompressedChunk
-        } else {
-            EndpointKind::Chunk
+        kind: match &chunk.compressed {
+            None => EndpointKind::Chunk,
+            Some(c) if c.partial => EndpointKind::PartialChunk,
+            Some(_) => EndpointKind::CompressedChunk,
         },
         chunk: Some(chunk.name.to_string()),
         chunk_id: Some(chunk.id),
@@ -430,8 +445,8 @@ fn chunk_metadata(dimension: &TimeDimension, chunk: &Chunk) -> EndpointMetadata 
         range_end: dimension.bound(chunk.range_end),
         size_bytes: chunk.size_bytes,
         estimated_rows: chunk.estimated_rows,
-        is_compressed: chunk.is_compressed,
-        compression_ratio: None,
+        is_compressed: chunk.compressed.is_some(),
+        compression_ratio: chunk.compressed.as_ref().and_then(Compressed::ratio),
         block_start: None,
         block_end: None,
     }
@@ -508,10 +523,7 @@ mod tests {
             .unwrap();
         assert_eq!(r.table, QualifiedName::new("My Schema", "My \"Table\""));
         assert_eq!(r.columns, Some(vec!["time".to_string()]));
-        assert_eq!(
-            r.start,
-            Some(Bound::Time("2026-10-03T00:00:00Z".into()))
-        );
+        assert_eq!(r.start, Some(Bound::Time("2026-10-03T00:00:00Z".into())));
         assert_eq!(
             cmd(r#"{"table": "public.m", "end": 10}"#).unwrap().end,
             Some(Bound::Integer(10))
@@ -585,17 +597,9 @@ mod tests {
         assert!(window(&time, &req(Some(Bound::Integer(1)), None)).is_err());
         assert!(window(&int, &req(t("1970-01-01T00:00:01Z"), None)).is_err());
         assert_eq!(
-            window(
-                &int,
-                &req(Some(Bound::Integer(5)), Some(Bound::Integer(9)))
-            )
-            .unwrap(),
+            window(&int, &req(Some(Bound::Integer(5)), Some(Bound::Integer(9)))).unwrap(),
             (Some(5), Some(9))
         );
-        assert!(window(
-            &int,
-            &req(Some(Bound::Integer(9)), Some(Bound::Integer(9)))
-        )
-        .is_err());
+        assert!(window(&int, &req(Some(Bound::Integer(9)), Some(Bound::Integer(9)))).is_err());
     }
 }

@@ -125,7 +125,7 @@ impl Service {
     async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
         let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
         let snapshot = self.catalog.snapshot().await?;
-        let spec = self.planner.resolve(&snapshot, &body)?;
+        let (spec, schema) = self.planner.resolve(&snapshot, &body)?;
         let on_complete = match &spec.snapshot {
             Some(id) if !self.snapshots.is_held(id) => return Err(Error::SnapshotGone(id.clone())),
             Some(id) => {
@@ -135,7 +135,6 @@ impl Service {
             }
             None => Box::new(|| {}),
         };
-        let schema = schema_of(&spec.columns);
         let relation = spec.relation.to_string();
         tracing::debug!(table = %body.table_name, relation, resume = spec.resume_after.is_some(), "DoGet");
         let batches = self.scanner.start(spec, on_complete);

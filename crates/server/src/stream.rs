@@ -14,8 +14,8 @@ use tonic::Status;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use pgarrow::Tid;
 use crate::scan::ScanItem;
+use pgarrow::Tid;
 
 /// One DoGet stream's life: counted as active while it exists, logged once when it ends.
 struct Active {

@@ -1,14 +1,12 @@
 //! The vertical slice against the real cluster: discovery, one endpoint per chunk, parallel reads equal
 //! to SQL, exact Arrow types, and clear errors that leave the server up.
 
-
-
 use arrow::array::AsArray;
 use arrow::datatypes::{DataType, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow_flight::{Action, Ticket};
-use testkit::*;
 use futures::TryStreamExt;
 use serde_json::Value;
+use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lists_tables_but_never_chunks() {

@@ -2,12 +2,10 @@
 //! repeated; tampered, expired and unexposed tickets are refused; a rewritten or dropped chunk is
 //! reported, never silently skipped or repeated.
 
-
-
 use arrow_flight::{FlightInfo, Ticket};
-use testkit::*;
-use server::ticket::{TicketBody, TicketSigner};
 use serde_json::Value;
+use server::ticket::{TicketBody, TicketSigner};
+use testkit::*;
 
 const SECRET: &str = "resume-test-secret-0123456789";
 

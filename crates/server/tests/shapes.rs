@@ -2,13 +2,11 @@
 //! partitions, large plain tables split by block ranges, and the plain-PostgreSQL fallbacks. Each test
 //! builds its own schema or database; rows are compared with SQL as sorted text of every column.
 
-
-
 use arrow::array::RecordBatch;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use arrow_flight::{FlightDescriptor, FlightInfo};
-use testkit::*;
 use serde_json::{json, Value};
+use testkit::*;
 
 /// Every row of `batches` as `col|col|…` text (Arrow's display form), sorted.
 fn rows_text(batches: &[RecordBatch]) -> Vec<String> {

@@ -2,14 +2,12 @@
 //! of the endpoints equals the table as of the exported snapshot — checked against rows read by this
 //! test inside that same snapshot.
 
-
-
 use arrow_flight::{FlightDescriptor, Ticket};
-use testkit::*;
-use server::ticket::proto::SignedTicket;
-use server::ticket::TicketBody;
 use prost::Message;
 use serde_json::json;
+use server::ticket::proto::SignedTicket;
+use server::ticket::TicketBody;
+use testkit::*;
 
 fn snapshot_of(ticket: &Ticket) -> String {
     let signed = SignedTicket::decode(ticket.ticket.clone()).unwrap();

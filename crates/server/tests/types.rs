@@ -34,8 +34,6 @@
 //!   is Utf8 equal to `::text`.
 //! - NULL is NULL in every column, and the first row is NULL in every column but `id`.
 
-
-
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;

@@ -2,13 +2,11 @@
 //! boundary chunks are filtered in SQL, only the requested columns are read, and bad commands are
 //! INVALID_ARGUMENT naming the problem.
 
-
-
 use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Int64Type, TimeUnit, TimestampMicrosecondType};
 use arrow_flight::FlightDescriptor;
-use testkit::*;
 use serde_json::json;
+use testkit::*;
 
 fn cmd(v: serde_json::Value) -> FlightDescriptor {
     FlightDescriptor::new_cmd(v.to_string())

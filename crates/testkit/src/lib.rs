@@ -1,7 +1,6 @@
 //! Test support: the project's real TimescaleDB cluster with the sample fixture, an in-process server
 //! on a free port, a Flight client, and helpers to compare what Flight returns with what SQL returns.
 
-
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
