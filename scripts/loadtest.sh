@@ -84,7 +84,7 @@ log "cluster: $URL"
 bash scripts/load-sample-data.sh --database "$DB" --rows "$ROWS" --days "$DAYS" --if-missing >&2
 
 log "building release binaries"
-cargo build --release --bins >&2
+cargo build --release --workspace --bins >&2
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
   | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 BIN=$TARGET_DIR/release

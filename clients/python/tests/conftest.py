@@ -1,12 +1,20 @@
 """Fixtures: the local TimescaleDB cluster with test data, and a hyperflight server over it.
 
-The server binary is ``$HYPERFLIGHT_BIN`` (default ``<repo>/target/debug/hyperflight``); a missing
-binary fails the session: these tests exist to check the real server.
+The binaries are ``$HYPERFLIGHT_BIN`` (the server) and its siblings ``hyperflight-airbyte`` and
+``hyperflight-loadtest`` in the same folder, as ``scripts/test.sh`` builds and sets them. There is no
+default: a binary left over from an older build would be tested instead of the code at hand. A
+missing one fails the session: these tests exist to check the real binaries.
+
+PostgreSQL's own tools run through ``scripts/cluster.sh psql`` only (its ``$HYPERFLIGHT_PG_BIN``),
+never from ``PATH``. Several test sessions may share the cluster at once: the sample data in
+``hyperflight_test`` is loaded once and only read; what a test creates gets a name of its own
+(:func:`unique_name`) and is dropped when the test ends.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import subprocess
 import time
@@ -32,15 +40,63 @@ def _run(*args: str) -> str:
     return done.stdout.strip()
 
 
+def built_binary(name: str) -> Path:
+    """``name`` (``hyperflight``, ``hyperflight-airbyte``, ``hyperflight-loadtest``) from the folder
+    of ``$HYPERFLIGHT_BIN``."""
+    server = os.environ.get("HYPERFLIGHT_BIN")
+    if not server:
+        pytest.fail("HYPERFLIGHT_BIN is not set: run scripts/test.sh, or build with "
+                    "`cargo build --workspace --bins` and set HYPERFLIGHT_BIN=<target>/debug/hyperflight",
+                    pytrace=False)
+    path = Path(server).with_name(name)
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: run `cargo build --workspace --bins`", pytrace=False)
+    return path
+
+
+def unique_name(prefix: str) -> str:
+    """A database or schema name no other test session uses: ``prefix``, our pid and a random tag."""
+    return f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+
+
+def psql(database: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """``psql -X -q -v ON_ERROR_STOP=1 -d database args...`` through ``scripts/cluster.sh psql``."""
+    done = subprocess.run(
+        [str(REPO / "scripts/cluster.sh"), "psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database, *args],
+        cwd=REPO, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+    )
+    if check and done.returncode != 0:
+        pytest.fail(f"psql -d {database} {' '.join(args)} exited {done.returncode}:\n{done.stderr}",
+                    pytrace=False)
+    return done
+
+
 @pytest.fixture(scope="session")
-def database_url() -> str:
+def cluster_url() -> str:
+    """postgres://…:PORT (no database) of the running cluster, started if needed."""
+    return _run(str(REPO / "scripts/cluster.sh"), "start").rsplit("/", 1)[0]
+
+
+@pytest.fixture(scope="session")
+def database_url(cluster_url: str) -> str:
     """postgres:// URL of the test database, loaded with the sample data (once per data set)."""
-    base = _run(str(REPO / "scripts/cluster.sh"), "start").rsplit("/", 1)[0]
     _run(
         str(REPO / "scripts/load-sample-data.sh"),
         "--database", TEST_DB, "--rows", str(TEST_ROWS), "--days", str(TEST_DAYS), "--if-missing",
     )
-    return f"{base}/{TEST_DB}"
+    return f"{cluster_url}/{TEST_DB}"
+
+
+@pytest.fixture
+def scratch_database(cluster_url: str) -> Iterator[str]:
+    """The name of an empty database of this test's own, dropped when the test ends."""
+    name = unique_name("hyperflight_scratch")
+    with psycopg.connect(f"{cluster_url}/postgres", autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+        try:
+            yield name
+        finally:
+            admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="session")
@@ -52,10 +108,17 @@ def pg(database_url: str) -> Iterator[psycopg.Connection]:
 
 
 @pytest.fixture(scope="session")
-def server(database_url: str) -> Iterator[str]:
+def server_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where this session's servers log: under pytest's base temp dir, which keeps the last few
+    sessions for post-mortems and is never shared by two sessions."""
+    return tmp_path_factory.mktemp("server-logs")
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, server_logs: Path) -> Iterator[str]:
     """grpc:// URL of a hyperflight server started for this session and stopped after it; its log is
-    kept in ``.hyperflight/pytest-server.log`` for post-mortems."""
-    s = start_server(database_url, "--batch-rows", "4096", name="server", metrics=False)
+    ``server.log`` in :func:`server_logs`."""
+    s = start_server(database_url, "--batch-rows", "4096", name="server", metrics=False, log_dir=server_logs)
     try:
         yield s.url
     finally:
@@ -103,19 +166,20 @@ class ServerProcess:
 def start_server(
     database_url: str,
     *flags: str,
+    log_dir: Path,
     name: str = "ops",
     token: Optional[str] = None,
     tls_root_certs: Optional[bytes] = None,
     metrics: bool = True,
+    application_name: Optional[str] = None,
 ) -> ServerProcess:
     """Starts the server binary on a free port with ``flags`` and waits until DoAction health answers
     (with ``token`` and over TLS with ``tls_root_certs`` when given). ``metrics`` serves /metrics on a
-    free port too; otherwise it is disabled, so the default 127.0.0.1:9469 is never contended. The log
-    is ``.hyperflight/pytest-<name>.log``. The caller stops the server (``stop()``)."""
-    binary = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
-    if not binary.is_file():
-        pytest.fail(f"server binary {binary} is missing: run `cargo build --bin hyperflight` "
-                    "or set HYPERFLIGHT_BIN", pytrace=False)
+    free port too; otherwise it is disabled, so the default 127.0.0.1:9469 is never contended.
+    ``application_name`` names the server's database sessions, which tells them apart in
+    ``pg_stat_activity`` from those of every other server on the cluster. The log is
+    ``<log_dir>/<name>.log``. The caller stops the server (``stop()``)."""
+    binary = built_binary("hyperflight")
     port = free_port()
     url = f"grpc{'+tls' if tls_root_certs is not None else ''}://127.0.0.1:{port}"
     metrics_port = free_port() if metrics else None
@@ -123,8 +187,9 @@ def start_server(
     # be read as server settings.
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
     env.setdefault("RUST_LOG", "info")
-    log_path = REPO / ".hyperflight" / f"pytest-{name}.log"
-    log_path.parent.mkdir(exist_ok=True)
+    if application_name is not None:
+        database_url += ("&" if "?" in database_url else "?") + f"application_name={application_name}"
+    log_path = log_dir / f"{name}.log"
     log = open(log_path, "w")
     args = [str(binary), "serve", "--database-url", database_url, "--listen", f"127.0.0.1:{port}",
             "--metrics-listen", f"127.0.0.1:{metrics_port}" if metrics_port else "", *flags]
@@ -148,13 +213,14 @@ def start_server(
 
 
 @pytest.fixture
-def server_factory(database_url: str, request) -> Iterator:
+def server_factory(database_url: str, server_logs: Path, request) -> Iterator:
     """``server_factory(*flags, **kw)`` starts a server of this test's own (see :func:`start_server`);
     every server it started is stopped when the test ends, whatever the outcome."""
     started: list = []
 
     def factory(*flags: str, **kw) -> ServerProcess:
-        kw.setdefault("name", f"ops-{request.node.name}")
+        kw.setdefault("name", f"ops-{request.node.name}-{len(started)}")
+        kw.setdefault("log_dir", server_logs)
         s = start_server(database_url, *flags, **kw)
         started.append(s)
         return s

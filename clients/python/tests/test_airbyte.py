@@ -1,7 +1,6 @@
 """hyperflight-airbyte against the Airbyte protocol models: every line it prints must validate.
 
-The adapter binary is ``$HYPERFLIGHT_AIRBYTE_BIN`` (default: next to ``$HYPERFLIGHT_BIN``, else
-``<repo>/target/debug/hyperflight-airbyte``). The catalog given to ``read`` is a
+The adapter binary is ``hyperflight-airbyte`` next to ``$HYPERFLIGHT_BIN`` (conftest.py). The catalog given to ``read`` is a
 ``ConfiguredAirbyteCatalog`` built from what ``discover`` printed.
 """
 
@@ -26,7 +25,7 @@ from airbyte_protocol.models import (
 )
 from airbyte_protocol.models import well_known_types as wkt
 
-from conftest import REPO, TEST_ROWS
+from conftest import TEST_ROWS, built_binary
 
 # The payload key each message type must carry.
 PAYLOAD = {
@@ -42,14 +41,7 @@ PAYLOAD = {
 
 @pytest.fixture(scope="module")
 def adapter() -> Path:
-    default = REPO / "target/debug/hyperflight-airbyte"
-    if "HYPERFLIGHT_BIN" in os.environ:
-        default = Path(os.environ["HYPERFLIGHT_BIN"]).with_name("hyperflight-airbyte")
-    binary = Path(os.environ.get("HYPERFLIGHT_AIRBYTE_BIN", default))
-    if not binary.is_file():
-        pytest.fail(f"adapter binary {binary} is missing: run `cargo build --bins` "
-                    "or set HYPERFLIGHT_AIRBYTE_BIN", pytrace=False)
-    return binary
+    return built_binary("hyperflight-airbyte")
 
 
 @pytest.fixture(scope="module")

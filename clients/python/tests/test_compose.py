@@ -5,16 +5,18 @@ What is validated:
   check-jsonschema package ships), plus a negative control that the schema rejects a typo.
 - The services fit together: depends_on targets and their healthchecks, bind-mount sources,
   the init script and SQL paths, published ports on loopback, database URLs naming the database
-  service, HYPERFLIGHT_* names that the code reads, and the loadgen command parsed by the real
+  service, the server's environment accepted by the real binary (``hyperflight check-config``) with
+  every HYPERFLIGHT_* name one that it or a tool reads, and the loadgen command parsed by the real
   hyperflight-loadtest binary (--dry-run).
+- docker/sample-data.sql, loaded into a database of its own with psql as the image's init script
+  runs it, holds the rows its header documents, computed here independently of the SQL.
 - The Dockerfile: stages, base images, COPY sources present in the context and not excluded by
-  .dockerignore, COPY --from naming an earlier stage, every path Cargo.toml needs copied, the
-  toolchain new enough for the locked dependencies, non-root USER, EXPOSE, HEALTHCHECK (its command
+  .dockerignore, COPY --from naming an earlier stage, every path the workspace's manifests need
+  copied, the runtime shipping exactly the workspace's [[bin]] targets, the lock file complete for the
+  Linux build and the toolchain new enough for it, non-root USER, EXPOSE, HEALTHCHECK (its command
   run against a real server), and hadolint.
 
-Not validated: building the image, pulling timescale/timescaledb, running the stack, the image's
-entrypoint running the init script (docker/sample-data.sql itself is checked against the loader's
-data by tests/loadtest.rs).
+Not validated: building the image, pulling timescale/timescaledb, running the stack.
 """
 
 from __future__ import annotations
@@ -22,19 +24,29 @@ from __future__ import annotations
 import copy
 import fnmatch
 import json
+import math
 import os
 import re
 import shutil
 import socket
 import subprocess
 import sys
-import tomllib
+from datetime import datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
 
 import jsonschema
+import psycopg
 import pytest
 import yaml
+
+from conftest import built_binary, psql
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python < 3.11: the same parser, from PyPI (the test extras)
+    import tomli as tomllib  # type: ignore[no-redef]
 
 REPO = Path(__file__).resolve().parents[3]
 COMPOSE = REPO / "docker-compose.yml"
@@ -57,17 +69,50 @@ def env_of(service: dict) -> dict[str, str]:
     return {k: interpolate(str(v)) for k, v in env.items()}
 
 
-def binary_dir() -> Path:
-    """Where scripts/test.sh built the binaries (next to $HYPERFLIGHT_BIN)."""
-    server = Path(os.environ.get("HYPERFLIGHT_BIN", REPO / "target/debug/hyperflight"))
-    return server.parent
+def own_env() -> Dict[str, str]:
+    """This process's environment without HYPERFLIGHT_* (ours, or a developer's, would be read as
+    settings)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
 
 
-def loadtest_binary() -> Path:
-    path = binary_dir() / "hyperflight-loadtest"
-    if not path.is_file():
-        pytest.fail(f"{path} is missing: run `cargo build --bins`", pytrace=False)
-    return path
+# --- the workspace, from its manifests ---------------------------------------------------------
+
+
+def manifest(path: Path) -> Dict[str, Any]:
+    return tomllib.loads(path.read_text())
+
+
+def workspace_members() -> List[Path]:
+    """Each member's folder, relative to the repository."""
+    return [Path(m) for m in manifest(REPO / "Cargo.toml")["workspace"]["members"]]
+
+
+def workspace_bins() -> Dict[str, Path]:
+    """Every [[bin]] target of the workspace: name -> its member's folder."""
+    bins = {}
+    for member in workspace_members():
+        for target in manifest(REPO / member / "Cargo.toml").get("bin", []):
+            bins[target["name"]] = member
+    return bins
+
+
+def files_cargo_needs() -> List[str]:
+    """What `cargo build --workspace` reads: the root manifest and lock file; per member its manifest,
+    library, targets, build script, and the .proto files a build script compiles."""
+    needed = ["Cargo.toml", "Cargo.lock"]
+    for member in workspace_members():
+        m = manifest(REPO / member / "Cargo.toml")
+        needed.append(str(member / "Cargo.toml"))
+        if "lib" in m or (REPO / member / "src/lib.rs").exists():
+            needed.append(str(member / m.get("lib", {}).get("path", "src/lib.rs")))
+        for kind, folder in (("bin", "src/bin"), ("bench", "benches"), ("test", "tests"), ("example", "examples")):
+            for target in m.get(kind, []):
+                needed.append(str(member / target.get("path", f"{folder}/{target['name']}.rs")))
+        build = m["package"].get("build", "build.rs" if (REPO / member / "build.rs").exists() else None)
+        if build:
+            needed.append(str(member / build))
+        needed += [str(p.relative_to(REPO)) for p in (REPO / member).rglob("*.proto")]
+    return needed
 
 
 # --- docker-compose.yml -----------------------------------------------------------------------
@@ -147,12 +192,20 @@ def test_services_fit_together() -> None:
     for url in (hf_env["HYPERFLIGHT_DATABASE_URL"], lg_env["HYPERFLIGHT_LOADTEST_DATABASE_URL"]):
         assert url == f"postgres://postgres:{db_env['POSTGRES_PASSWORD']}@timescaledb:5432/{database}"
 
-    # Every HYPERFLIGHT_* variable is one the code reads (a typo would be silently ignored).
-    known = known_env_names()
-    for name, svc_env in (("hyperflight", hf_env), ("loadgen", lg_env)):
-        unknown = [k for k in svc_env if k.startswith("HYPERFLIGHT_") and k not in known]
-        assert not unknown, f"{name}: {unknown} are not read by any binary"
-    assert len(hf_env["HYPERFLIGHT_TICKET_SECRET"]) >= 16
+    # The server takes its environment (over the image's ENV): valid settings, every HYPERFLIGHT_*
+    # name a setting it reports back with the value given, or a variable the code reads by name.
+    settings = effective_settings({**dockerfile_env(), **hf_env})
+    literal = literal_env_names()
+    for key, given in hf_env.items():
+        if not key.startswith("HYPERFLIGHT_") or key in literal:
+            continue
+        name = key.removeprefix("HYPERFLIGHT_").lower()
+        assert name in settings, f"hyperflight: {key} is neither a setting nor read by any binary"
+        if settings[name] is not SECRET and name != "database_url":
+            assert str(settings[name]) == given, (key, given, settings[name])
+    unknown = [k for k in lg_env if k.startswith("HYPERFLIGHT_") and k not in literal]
+    assert not unknown, f"loadgen: {unknown} are not read by hyperflight-loadtest"
+    assert settings["ticket_secret"] is SECRET and len(hf_env["HYPERFLIGHT_TICKET_SECRET"]) >= 16
 
     # Published only on the host's loopback; the container side is the port the server listens on.
     listen_port = hf_env["HYPERFLIGHT_LISTEN"].rsplit(":", 1)[1]
@@ -166,25 +219,146 @@ def test_services_fit_together() -> None:
     # loadgen: the image hyperflight builds, the load generator, aimed at the hyperflight service.
     assert hf["build"] == "." and lg["image"] == hf["image"]
     assert lg["entrypoint"] == ["hyperflight-loadtest"]
+    assert "hyperflight-loadtest" in workspace_bins()
     cmd = lg["command"]
     assert cmd[cmd.index("--url") + 1] == f"http://hyperflight:{listen_port}"
     assert lg["profiles"] == ["loadtest"], "loadgen runs only when asked for"
 
 
-def known_env_names() -> set[str]:
-    """Every HYPERFLIGHT_* string literal in src/: clap `env = ...` names and tracing's filter."""
+SECRET = object()  # a setting that check-config reports as set but does not show
+
+
+def effective_settings(env: Dict[str, str]) -> Dict[str, Any]:
+    """`hyperflight check-config` under ``env`` (and nothing else of ours): setting -> value, or
+    SECRET for one reported as set but not shown."""
+    done = subprocess.run([str(built_binary("hyperflight")), "check-config"], env={**own_env(), **env},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    settings: Dict[str, Any] = tomllib.loads(done.stdout)
+    for secret in re.findall(r"^# (\w+) is set \(not shown\)$", done.stdout, re.MULTILINE):
+        settings[secret] = SECRET
+    return settings
+
+
+def literal_env_names() -> set:
+    """HYPERFLIGHT_* names the binaries read by name (clap `env = ...`, the log filter, the load
+    generator's own): string literals in the members' sources, the test kit aside."""
     names = set()
-    for path in (REPO / "src").rglob("*.rs"):
-        names.update(re.findall(r'"(HYPERFLIGHT_[A-Z0-9_]+)"', path.read_text()))
+    for member in workspace_members():
+        if member.name == "testkit":
+            continue
+        for path in (REPO / member / "src").rglob("*.rs"):
+            names.update(re.findall(r'"(HYPERFLIGHT_[A-Z0-9_]+)"', path.read_text()))
     return names
+
+
+def dockerfile_env() -> Dict[str, str]:
+    """The runtime stage's ENV (``KEY=value`` pairs)."""
+    env: Dict[str, str] = {}
+    for i in dockerfile()[-1].instructions:
+        if i.keyword == "ENV":
+            env.update(pair.split("=", 1) for pair in i.args.split())
+    return env
+
+
+def test_a_misspelt_setting_would_be_caught() -> None:
+    # The negative control of the environment check above: a typo is neither a setting nor a literal.
+    settings = effective_settings({"HYPERFLIGHT_MAX_CONCURENT_CHUNKS": "4"})
+    assert "max_concurent_chunks" not in settings
+    assert "HYPERFLIGHT_MAX_CONCURENT_CHUNKS" not in literal_env_names()
+    # And a bad value is refused by the binary itself.
+    done = subprocess.run([str(built_binary("hyperflight")), "check-config"],
+                          env={**own_env(), "HYPERFLIGHT_BATCH_ROWS": "many"},
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+
+
+# --- docker/sample-data.sql ----------------------------------------------------------------------
+# What the file's header documents, computed here in Python from the row number, without the SQL: the
+# check fails if the file and this description part ways. The sizes reach the rare rows (i % 10007,
+# i % 50021) and spread over several chunks.
+SAMPLE_ROWS, SAMPLE_DAYS = 60_000, 3
+SAMPLE_START = datetime(2026, 10, 1, tzinfo=timezone.utc)
+DAY_US = 86_400_000_000
+
+
+def expected_device(d: int) -> Tuple[Any, ...]:
+    location = None if d % 7 == 0 else f"Zürich – Halle {d}" if d % 10 == 3 else f"hall-{d % 5}"
+    step = timedelta(hours=24, minutes=37, seconds=12, microseconds=345678)
+    installed = None if d % 11 == 0 else datetime(2025, 1, 1, 8, tzinfo=timezone.utc) + d * step
+    return (d, f"device-{d}", location, installed)
+
+
+def expected_metric(i: int, rows: int, days: int) -> Tuple[Any, ...]:
+    """Row ``i``: (time, device_id, sensor, temperature, humidity, status, reading, ok)."""
+    def null_every(modulus: int, value: Any) -> Any:
+        return None if i % modulus == 0 else value
+
+    status = {1: -32768, 2: 32767}.get(i % 10007, i % 600)
+    reading = {3: 2**63 - 1, 4: -2**63}.get(i % 50021, i * 1000003 % 1000000007 - 500000000)
+    sensor = f"capteur-{i % 10} température ✓ 温度" if i % 1000 == 7 else f"sensor-{i % 10}"
+    return (
+        SAMPLE_START + timedelta(microseconds=i * days * DAY_US // rows),
+        null_every(97, 1 + i % 100),
+        null_every(89, sensor),
+        null_every(83, 20 + 10 * math.sin(i / 1000) + (i % 7) * 0.125),
+        null_every(79, 50 + 40 * math.cos(i / 777)),
+        null_every(73, status),
+        null_every(71, reading),
+        null_every(67, i % 3 != 0),
+    )
+
+
+def close(got: Optional[float], want: Optional[float], tolerance: float) -> bool:
+    return got is None if want is None else got is not None and abs(got - want) <= tolerance
+
+
+def test_sample_data_sql_holds_the_documented_rows(cluster_url: str, scratch_database: str) -> None:
+    # As the image's init script runs it: psql, the file, the two sizes as variables.
+    psql(scratch_database, "-v", f"rows={SAMPLE_ROWS}", "-v", f"days={SAMPLE_DAYS}",
+         "-f", str(REPO / "docker/sample-data.sql"))
+    with psycopg.connect(f"{cluster_url}/{scratch_database}", autocommit=True) as db:
+        db.execute("SET TimeZone = 'UTC'")
+        devices = db.execute("SELECT device_id, name, location, installed_at FROM public.devices "
+                             "ORDER BY device_id").fetchall()
+        assert devices == [expected_device(d) for d in range(1, 101)]
+
+        # One chunk per day, each with the rows whose time falls in it.
+        chunks = db.execute(
+            "SELECT range_start, range_end, (SELECT count(*) FROM public.metrics m "
+            "  WHERE m.time >= c.range_start AND m.time < c.range_end) "
+            "FROM timescaledb_information.chunks c WHERE hypertable_name = 'metrics' "
+            "ORDER BY range_start").fetchall()
+        ceil_div = lambda a, b: -(-a // b)  # noqa: E731
+        assert chunks == [
+            (SAMPLE_START + timedelta(days=d), SAMPLE_START + timedelta(days=d + 1),
+             ceil_div((d + 1) * SAMPLE_ROWS, SAMPLE_DAYS) - ceil_div(d * SAMPLE_ROWS, SAMPLE_DAYS))
+            for d in range(SAMPLE_DAYS)
+        ]
+
+        # Row by row, in time order (times are distinct: fewer rows than microseconds).
+        got = db.execute("SELECT time, device_id, sensor, temperature, humidity, status, reading, ok "
+                         "FROM public.metrics ORDER BY time").fetchall()
+    assert len(got) == SAMPLE_ROWS
+    wrong = []
+    for i, row in enumerate(got):
+        want = expected_metric(i, SAMPLE_ROWS, SAMPLE_DAYS)
+        exact = row[:3] + row[5:] == want[:3] + want[5:]
+        # float8 from sin() and a float4 rounding: equal within their precision.
+        if not (exact and close(row[3], want[3], 1e-9) and close(row[4], want[4], 1e-4)):
+            wrong.append(f"row {i}: {row} but expected {want}")
+    assert not wrong, f"{len(wrong)} rows differ, the first:\n" + "\n".join(wrong[:5])
+    # The rare values are there (the sizes above reach them).
+    values = list(zip(*got))
+    assert {-32768, 32767} <= set(values[5]) and {2**63 - 1, -2**63} <= set(values[6])
+    assert any(s and "温度" in s for s in values[2])
 
 
 def test_loadgen_command_is_accepted_by_the_load_generator() -> None:
     lg = compose()["services"]["loadgen"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
-    env.update(env_of(lg))
+    env = {**own_env(), **env_of(lg)}
     done = subprocess.run(
-        [str(loadtest_binary()), *lg["command"], "--dry-run"],
+        [str(built_binary("hyperflight-loadtest")), *lg["command"], "--dry-run"],
         env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60,
     )
     assert done.returncode == 0, done.stderr
@@ -268,23 +442,26 @@ def test_dockerfile_stages_and_runtime() -> None:
     assert entry == ["hyperflight"]
 
     build = " ".join(i.args for i in builder.instructions if i.keyword == "RUN")
-    assert "cargo build --release --locked --bins" in build
+    assert "cargo build --release --locked --workspace --bins" in build
 
-    # Every binary the runtime gets is one the build produces (a src/bin/ target).
+    # The runtime ships every binary of the workspace (its [[bin]] targets), each from the build.
     copied = [i for i in runtime.instructions if i.keyword == "COPY"]
     assert copied, "the runtime copies the binaries"
-    names = {p.stem for p in (REPO / "src/bin").glob("*.rs")}
+    shipped = set()
     for instruction in copied:
         flags, sources, _ = copy_sources(instruction)
         assert flags.get("from") in {s.name for s in stages[:-1]}, "COPY --from an earlier stage"
         for source in sources:
-            assert Path(source).name in names, source
-            assert f"target/release/{Path(source).name}" in build
+            name = Path(source).name
+            assert name in workspace_bins(), f"{source} is not a [[bin]] of the workspace"
+            assert f"target/release/{name}" in build, f"{name} is not copied out of the build"
+            shipped.add(name)
+    assert shipped == set(workspace_bins()) == {"hyperflight", "hyperflight-airbyte", "hyperflight-loadtest"}
 
 
 def test_dockerfile_copies_everything_cargo_needs() -> None:
     builder = dockerfile()[0]
-    copied: list[str] = []
+    copied: list = []
     for instruction in builder.instructions:
         if instruction.keyword in ("COPY", "ADD"):
             flags, sources, _ = copy_sources(instruction)
@@ -297,36 +474,75 @@ def test_dockerfile_copies_everything_cargo_needs() -> None:
     def is_copied(path: str) -> bool:
         return any(path == c or path.startswith(c + "/") for c in copied)
 
-    manifest = tomllib.loads((REPO / "Cargo.toml").read_text())
-    needed = ["Cargo.toml", "Cargo.lock", "src/lib.rs"]
-    needed += [manifest["package"].get("build", "build.rs")] if (REPO / "build.rs").exists() else []
-    for kind, folder in (("bin", "src/bin"), ("bench", "benches"), ("test", "tests"), ("example", "examples")):
-        for target in manifest.get(kind, []):
-            needed.append(target.get("path", f"{folder}/{target['name']}.rs"))
-    needed += [str(p.relative_to(REPO)) for p in (REPO / "proto").glob("*.proto")]
+    needed = files_cargo_needs()
+    assert "crates/server/build.rs" in needed and "crates/server/proto/hyperflight.proto" in needed
+    assert "crates/pgarrow/benches/decode.rs" in needed
+    missing = [p for p in needed if not (REPO / p).exists()]
+    assert not missing, f"the manifests name files that do not exist: {missing}"
     missing = [p for p in needed if not is_copied(p)]
     assert not missing, f"the builder stage does not copy {missing}"
+    excluded = [p for p in needed if not dockerignore_allows(p)]
+    assert not excluded, f".dockerignore keeps {excluded} out of the build context"
     # Nothing big or private in the context.
-    for private in ("target", ".hyperflight", ".venv", ".git", "clients"):
+    for private in ("target", ".hyperflight", ".venv", ".git", "clients", "scripts"):
         assert not dockerignore_allows(private), f"{private} would be sent to the daemon"
 
 
-def test_builder_toolchain_builds_the_locked_dependencies() -> None:
+# The platform the image is built for. Cargo resolves the lock file for every platform, but reads
+# (and, offline, needs in its cache) only the packages of the platform asked for: exactly what
+# `cargo fetch --locked --target x86_64-unknown-linux-gnu` (or a Linux build) downloads.
+LINUX = "x86_64-unknown-linux-gnu"
+
+
+def cargo() -> str:
+    path = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
+    if not Path(path).is_file():
+        pytest.fail("cargo is missing: the binaries under test are built with it", pytrace=False)
+    return path
+
+
+def locked_linux_metadata(workspace: Path) -> subprocess.CompletedProcess:
+    """`cargo metadata --locked --offline` for the Linux build of ``workspace``: fails when the lock
+    file does not match the manifests, without the network and without non-Linux packages."""
+    return subprocess.run(
+        [cargo(), "metadata", "--format-version", "1", "--locked", "--offline", "--filter-platform", LINUX],
+        cwd=workspace, capture_output=True, text=True, timeout=300,
+    )
+
+
+def test_builder_toolchain_builds_the_locked_dependencies(tmp_path: Path) -> None:
     text = DOCKERFILE.read_text()
     arg = re.search(r"^ARG RUST_VERSION=(\d+\.\d+)", text, re.MULTILINE)
     assert arg and "FROM rust:${RUST_VERSION}" in text
     have = tuple(int(x) for x in arg.group(1).split("."))
-    cargo = shutil.which("cargo") or str(Path.home() / ".cargo/bin/cargo")
-    meta = subprocess.run(
-        [cargo, "metadata", "--format-version", "1", "--locked", "--offline"],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=True,
-    )
+
+    meta = locked_linux_metadata(REPO)
+    if "failed to download" in meta.stderr:
+        pytest.fail(f"cargo's cache lacks packages of the Linux build: run `cargo fetch --locked --target {LINUX}` "
+                    f"once (it needs the network)\n{meta.stderr}", pytrace=False)
+    assert meta.returncode == 0, f"Cargo.lock does not match the manifests:\n{meta.stderr}"
+    packages = json.loads(meta.stdout)["packages"]
     needs = {
         p["name"]: tuple(int(x) for x in p["rust_version"].split(".")[:2])
-        for p in json.loads(meta.stdout)["packages"] if p.get("rust_version")
+        for p in packages if p.get("rust_version")
     }
+    assert "hyperflight-server" in needs, "the workspace's own rust-version counts too"
     too_new = {n: v for n, v in needs.items() if v > have}
     assert not too_new, f"rust:{arg.group(1)} is older than these crates need: {too_new}"
+
+    # Negative control: the same check on a copy whose lock file lost a package fails.
+    copy = tmp_path / "workspace"
+    copy.mkdir()
+    shutil.copy(REPO / "Cargo.toml", copy)
+    shutil.copytree(REPO / "crates", copy / "crates")
+    lock = (REPO / "Cargo.lock").read_text()
+    victim = next(p["name"] for p in packages if p["source"] and p["name"] in lock)
+    tampered = re.sub(r'\n\[\[package\]\]\nname = "' + re.escape(victim) + r'"\n.*?(?=\n\[\[package\]\]|\Z)',
+                      "", lock, count=1, flags=re.DOTALL)
+    assert tampered != lock
+    (copy / "Cargo.lock").write_text(tampered)
+    broken = locked_linux_metadata(copy)
+    assert broken.returncode != 0 and "--locked" in broken.stderr, broken.stderr
 
 
 def test_dockerfile_passes_hadolint() -> None:
@@ -341,19 +557,21 @@ def test_healthcheck_command_probes_a_real_server(server: str) -> None:
     runtime = dockerfile()[-1]
     health = next(i.args for i in runtime.instructions if i.keyword == "HEALTHCHECK")
     command = json.loads(health[health.index("CMD") + 3:].strip())
-    assert command[0] == "hyperflight-loadtest"
+    assert command[:2] == ["hyperflight", "health"]
     args = command[1:]
     port = server.rsplit(":", 1)[1]
     # The image's command, pointed at this session's server instead of the container's own port.
-    args[args.index("--url") + 1] = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
-    ok = subprocess.run([str(loadtest_binary()), *args], env=env, capture_output=True, text=True, timeout=60)
-    assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["status"] == "ok"
+    args[args.index("--url") + 1] = f"grpc://127.0.0.1:{port}"
+    # Its own deadline stays inside Docker's --timeout, so a hung probe reports itself.
+    docker_timeout = int(re.search(r"--timeout=(\d+)s", health).group(1))
+    assert int(args[args.index("--timeout-seconds") + 1]) < docker_timeout
+    binary = str(built_binary("hyperflight"))
+    ok = subprocess.run([binary, *args], env=own_env(), capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
     # Nothing listening: unhealthy (exit 1), not a usage error (exit 2).
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed = s.getsockname()[1]
-    args[args.index("--url") + 1] = f"http://127.0.0.1:{closed}"
-    bad = subprocess.run([str(loadtest_binary()), *args], env=env, capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 1, bad.stderr
+    args[args.index("--url") + 1] = f"grpc://127.0.0.1:{closed}"
+    bad = subprocess.run([binary, *args], env=own_env(), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1, bad.stdout + bad.stderr

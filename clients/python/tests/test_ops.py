@@ -16,7 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Dict, FrozenSet, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Optional, Tuple
 
 import psycopg
 import pyarrow as pa
@@ -26,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import hyperflight
+from conftest import unique_name
 
 MiB = 1 << 20
 
@@ -74,6 +75,18 @@ def scrape(metrics_url: str) -> Samples:
 def value(samples: Samples, name: str, **labels: str) -> float:
     """A sample's value; 0 when absent (a labelled counter has no sample before its first event)."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def wait_for_metrics(metrics_url: str, condition: Callable[[Samples], bool],
+                     timeout: float = 30.0) -> Samples:
+    """Scrapes every 50 ms until ``condition`` holds, for up to ``timeout`` seconds, and returns the
+    last scrape: the caller's assertions then say what did not happen in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = scrape(metrics_url)
+        if condition(samples) or time.monotonic() > deadline:
+            return samples
+        time.sleep(0.05)
 
 
 def stats(url: str, token: Optional[str] = None) -> dict:
@@ -145,14 +158,8 @@ def test_metrics_count_rows_chunks_and_errors_exactly(server_factory, pg):
     assert table.num_rows == sql_rows
 
     # A scan counts its chunk just before it ends the stream; allow for the scrape racing that.
-    deadline = time.monotonic() + 5
-    while True:
-        after = scrape(s.metrics_url)
-        chunks = value(after, "hyperflight_chunks_streamed_total") - value(
-            before, "hyperflight_chunks_streamed_total")
-        if chunks >= sql_chunks or time.monotonic() > deadline:
-            break
-        time.sleep(0.05)
+    after = wait_for_metrics(s.metrics_url, lambda m: released(m) and value(
+        m, "hyperflight_chunks_streamed_total") - value(before, "hyperflight_chunks_streamed_total") >= sql_chunks)
 
     def delta(name: str) -> float:
         return value(after, name) - value(before, name)
@@ -167,8 +174,10 @@ def test_metrics_count_rows_chunks_and_errors_exactly(server_factory, pg):
     # IPC bytes: at least the fixed-width values of every row (time 8, device_id 4, temperature 8,
     # humidity 4, status 2, reading 8).
     assert delta("hyperflight_bytes_streamed_total") >= sql_rows * 34
-    assert delta("hyperflight_discovery_cache_hits_total") + delta(
-        "hyperflight_discovery_cache_misses_total") >= 1
+    # Discovery: the start-up health probe filled the cache (TTL of minutes), so GetFlightInfo and
+    # each chunk's DoGet (which resolves its ticket against discovery) are hits, none a miss.
+    assert delta("hyperflight_discovery_cache_hits_total") == 1 + sql_chunks
+    assert delta("hyperflight_discovery_cache_misses_total") == 0
     assert value(after, "hyperflight_active_streams") == 0
     assert value(after, "hyperflight_memory_reserved_bytes") == 0
     assert value(after, "hyperflight_active_scans") == 0
@@ -179,7 +188,8 @@ def test_metrics_count_rows_chunks_and_errors_exactly(server_factory, pg):
         with pytest.raises(pa.ArrowInvalid) as err:
             client.do_get(flight.Ticket(b"garbage, not a signed ticket")).read_all()
     assert hyperflight.grpc_status(err.value) == "INVALID_ARGUMENT"
-    errors = scrape(s.metrics_url)
+    errors = wait_for_metrics(s.metrics_url, lambda m: value(
+        m, "hyperflight_stream_errors_total", code="INVALID_ARGUMENT") >= 1)
     assert value(errors, "hyperflight_stream_errors_total", code="INVALID_ARGUMENT") == 1, errors
     assert value(errors, "hyperflight_rows_streamed_total") == value(after, "hyperflight_rows_streamed_total")
 
@@ -192,6 +202,17 @@ def test_metrics_count_rows_chunks_and_errors_exactly(server_factory, pg):
     assert st["chunk_stream_seconds_count"] == sql_chunks
     assert {code: n for code, n in st["stream_errors"].items() if n} == {"INVALID_ARGUMENT": 1}
     assert st["active_streams"] == 0 and st["memory_reserved_bytes"] == 0
+
+
+def test_discovery_without_the_cache_is_a_miss_every_time(server_factory):
+    s = server_factory("--enable-chunk-caching", "false")
+    before = scrape(s.metrics_url)
+    assert hyperflight.read_table(s.url, "public.devices").num_rows == 100
+    after = wait_for_metrics(s.metrics_url, lambda m: released(m) and value(
+        m, "hyperflight_chunks_streamed_total") > value(before, "hyperflight_chunks_streamed_total"))
+    # GetFlightInfo and the one endpoint's DoGet each discovered afresh.
+    for name, want in (("hyperflight_discovery_cache_misses_total", 2), ("hyperflight_discovery_cache_hits_total", 0)):
+        assert value(after, name) - value(before, name) == want, name
 
 
 # --- 2. authentication -----------------------------------------------------------------------------
@@ -272,6 +293,8 @@ def make_ca_and_server_cert(dir: Path) -> Tuple[Path, Path, Path]:
 
 
 def test_tls(server_factory, pg, tmp_path):
+    # Fresh statistics, so the server's row estimate for devices is exact.
+    pg.execute("ANALYZE public.devices")
     ca, cert, key = make_ca_and_server_cert(tmp_path)
     ca_pem = ca.read_bytes()
     s = server_factory("--tls-cert", str(cert), "--tls-key", str(key), tls_root_certs=ca_pem)
@@ -288,25 +311,22 @@ def test_tls(server_factory, pg, tmp_path):
         )
         assert table.num_rows == 100
 
+    # The call deadline bounds each failing call: neither hangs.
     short = flight.FlightCallOptions(timeout=5)
     # A plaintext client cannot talk to the TLS port.
-    started = time.monotonic()
     with flight.connect(f"grpc://127.0.0.1:{port}") as client:
         with pytest.raises((flight.FlightUnavailableError, flight.FlightTimedOutError)) as plain_err:
             client.get_flight_info(DEVICES, short)
-    assert time.monotonic() - started < 10
     # A TLS client that does not trust the CA (system roots only) refuses the server's certificate.
-    started = time.monotonic()
     with flight.connect(s.url) as client:
         with pytest.raises(flight.FlightUnavailableError) as untrusted_err:
             client.get_flight_info(DEVICES, short)
-    assert time.monotonic() - started < 10
     assert "handshake" in str(untrusted_err.value).lower(), untrusted_err.value
     print(f"\nplaintext client: {type(plain_err.value).__name__}: {str(plain_err.value)[:160]}"
           f"\nclient without the CA: {type(untrusted_err.value).__name__}: {str(untrusted_err.value)[:160]}")
     # The server is still serving TLS clients after those failed handshakes.
     with flight.connect(s.url, tls_root_certs=ca_pem) as client:
-        assert client.get_flight_info(DEVICES).total_records in (100, -1)
+        assert client.get_flight_info(DEVICES).total_records == 100
 
 
 # --- 4. memory budget and scan cap under load ------------------------------------------------------
@@ -318,9 +338,11 @@ MAX_SCANS = 2
 # being decoded, before it is reserved) and tonic/h2 send buffers for 16 × 4 open streams.
 FIXED_OVERHEAD_MB = 48
 
+# Only this test's server: its sessions carry an application_name of their own, so the servers of
+# other test sessions on the same cluster are not counted.
 ACTIVE_COPIES_SQL = """
 SELECT count(*) FROM pg_stat_activity
-WHERE application_name = 'hyperflight' AND query LIKE 'COPY%' AND state = 'active'
+WHERE application_name = %s AND query LIKE 'COPY%%' AND state = 'active'
 """
 
 
@@ -339,9 +361,10 @@ class Sampler(threading.Thread):
     """Every ~50 ms: COPYs running for hyperflight (pg_stat_activity), the server's RSS, and the
     active_scans and memory_reserved_bytes gauges from /metrics. Keeps the maxima."""
 
-    def __init__(self, database_url: str, pid: int, metrics_url: str):
+    def __init__(self, database_url: str, application_name: str, pid: int, metrics_url: str):
         super().__init__(daemon=True)
         self.database_url, self.pid, self.metrics_url = database_url, pid, metrics_url
+        self.application_name = application_name
         self.stop_event = threading.Event()
         self.error: Optional[BaseException] = None
         self.samples = 0
@@ -356,7 +379,7 @@ class Sampler(threading.Thread):
             with psycopg.connect(self.database_url, autocommit=True) as conn:
                 while not self.stop_event.is_set():
                     tick = time.monotonic()
-                    (copies,) = conn.execute(ACTIVE_COPIES_SQL).fetchone()
+                    (copies,) = conn.execute(ACTIVE_COPIES_SQL, [self.application_name]).fetchone()
                     rss = _status_kib(self.pid)["VmRSS"]
                     m = scrape(self.metrics_url)
                     self.max_copies = max(self.max_copies, copies)
@@ -370,12 +393,21 @@ class Sampler(threading.Thread):
             self.error = exc
 
 
+def released(samples: Samples) -> bool:
+    """No stream, scan or memory reservation left on the server."""
+    return all(value(samples, name) == 0 for name in (
+        "hyperflight_active_streams", "hyperflight_active_scans", "hyperflight_memory_reserved_bytes"))
+
+
 def test_memory_budget_and_scan_cap_under_16_concurrent_readers(server_factory, pg, database_url):
+    application_name = unique_name("hyperflight_ops")
     s = server_factory("--max-memory-mb", str(MAX_MEMORY_MB), "--max-concurrent-chunks", str(MAX_SCANS),
-                       "--batch-rows", "8192")
-    # Warm the runtime, the pool and discovery with a tiny read, then take the idle figure.
+                       "--batch-rows", "8192", application_name=application_name)
+    # Warm the runtime, the pool and discovery with a tiny read; once it has released everything,
+    # take the idle figure.
     assert hyperflight.read_table(s.url, "public.devices").num_rows == 100
-    time.sleep(0.2)
+    warm = wait_for_metrics(s.metrics_url, released)
+    assert released(warm), warm
     idle_kib = _status_kib(s.pid)["VmRSS"]
 
     sql_rows, sql_sum = sql_one(pg, "SELECT count(*), sum(reading) FROM public.metrics")
@@ -392,7 +424,7 @@ def test_memory_budget_and_scan_cap_under_16_concurrent_readers(server_factory, 
         except BaseException as exc:
             results[i] = exc
 
-    sampler = Sampler(database_url, s.pid, s.metrics_url)
+    sampler = Sampler(database_url, application_name, s.pid, s.metrics_url)
     sampler.start()
     started = time.monotonic()
     threads = [threading.Thread(target=reader, args=(i,)) for i in range(CLIENTS)]
@@ -404,7 +436,9 @@ def test_memory_budget_and_scan_cap_under_16_concurrent_readers(server_factory, 
     sampler.stop_event.set()
     sampler.join(timeout=10)
     hwm_kib = _status_kib(s.pid)["VmHWM"]
-    after = scrape(s.metrics_url)
+    # The last stream may still be closing on the server when its reader has all the rows.
+    after = wait_for_metrics(s.metrics_url, lambda m: released(m) and value(
+        m, "hyperflight_rows_streamed_total") >= CLIENTS * sql_rows + 100)
 
     peak_kib = max(sampler.max_rss_kib, hwm_kib)
     limit_kib = idle_kib + (MAX_MEMORY_MB + FIXED_OVERHEAD_MB) * 1024
@@ -422,10 +456,12 @@ def test_memory_budget_and_scan_cap_under_16_concurrent_readers(server_factory, 
         assert not isinstance(r, BaseException), f"reader {i} failed: {r!r}"
         assert r == (sql_rows, sql_sum), f"reader {i}: (rows, sum(reading)) {r} != SQL {(sql_rows, sql_sum)}"
 
-    # Every figure was taken while the load ran, and the load really used the scan slots.
-    assert sampler.samples >= 10
-    assert 1 <= sampler.max_copies <= MAX_SCANS, sampler.max_copies
-    assert 1 <= sampler.max_scans <= MAX_SCANS, sampler.max_scans
+    # Every figure was taken while the load ran (64 DoGets queue for 2 slots for many seconds, some
+    # hundred samples), and the load filled the scan slots without ever exceeding them: in the
+    # database and in the gauge.
+    assert sampler.samples >= 50, sampler.samples
+    assert sampler.max_copies == MAX_SCANS, sampler.max_copies
+    assert sampler.max_scans == MAX_SCANS, sampler.max_scans
     assert sampler.max_reserved <= MAX_MEMORY_MB * MiB, sampler.max_reserved
     assert peak_kib <= limit_kib, (
         f"peak RSS {peak_kib} KiB > idle {idle_kib} KiB + {MAX_MEMORY_MB} MiB budget + "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, List, Sequence, Tuple
 
@@ -28,7 +29,9 @@ METRICS_TYPES = {
 METRICS_SQL = ("SELECT time, device_id, sensor, temperature, humidity::float8, status, reading, ok "
                "FROM public.metrics")
 DEVICES_SQL = "SELECT device_id, name, location, installed_at FROM public.devices"
-METADATA_KEYS = {"chunk", "chunk_id", "range_start", "range_end", "size_bytes", "estimated_rows",
+# The keys of every endpoint's app_metadata (EndpointMetadata in crates/protocol/src/endpoint.rs);
+# compression_ratio is added for compressed chunks, block_start/block_end for block ranges only.
+METADATA_KEYS = {"kind", "chunk", "chunk_id", "range_start", "range_end", "size_bytes", "estimated_rows",
                  "is_compressed"}
 
 
@@ -88,16 +91,28 @@ def test_flight_info_has_one_endpoint_per_chunk_in_range_order(server: str, pg: 
     (count,) = pg.execute("SELECT count(*) FROM show_chunks('public.metrics')").fetchone()
     assert len(info.endpoints) == count == len(chunks)
 
+    # The JSON itself: exactly the keys of an uncompressed heap chunk.
+    for endpoint in info.endpoints:
+        raw = json.loads(endpoint.app_metadata)
+        assert set(raw) == METADATA_KEYS, f"keys {sorted(raw)}, expected {sorted(METADATA_KEYS)}"
+    # The client's typed reading of it (strict: unknown or missing keys would raise).
     meta = hyperflight.endpoint_metadata(info)
     for m in meta:
-        assert METADATA_KEYS <= m.keys(), f"missing {METADATA_KEYS - m.keys()} in {m}"
-        assert m["is_compressed"] is False
-        assert isinstance(m["size_bytes"], int) and m["size_bytes"] > 0
-        assert isinstance(m["estimated_rows"], int)
-    assert [m["chunk"] for m in meta] == [c[0] for c in chunks], "endpoints not in range order"
-    assert [m["chunk_id"] for m in meta] == [c[1] for c in chunks]
-    assert [(as_utc(m["range_start"]), as_utc(m["range_end"])) for m in meta] == \
+        assert m is not None
+        assert m.kind == "chunk"
+        assert m.is_compressed is False
+        assert m.compression_ratio is None and m.block_start is None and m.block_end is None
+        assert m.size_bytes > 0
+    assert [m.chunk for m in meta] == [c[0] for c in chunks], "endpoints not in range order"
+    assert [m.chunk_id for m in meta] == [c[1] for c in chunks]
+    assert [(as_utc(m.range_start), as_utc(m.range_end)) for m in meta] == \
         [(c[2], c[3]) for c in chunks]
+    # Row estimates: the planner's statistics per chunk (the loader ANALYZEs every chunk).
+    estimates = dict(pg.execute(
+        "SELECT format('%I.%I', n.nspname, c.relname), c.reltuples::int8 FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.oid IN (SELECT show_chunks('public.metrics'))").fetchall())
+    assert {m.chunk: m.estimated_rows for m in meta} == estimates
 
 
 def test_read_metrics_types_and_figures(metrics: pa.Table, pg: psycopg.Connection) -> None:
@@ -185,3 +200,10 @@ def test_batches_respect_batch_rows(server: str) -> None:
         batches = client.do_get(info.endpoints[0].ticket).read_all().to_batches()
     sizes = [b.num_rows for b in batches]
     assert max(sizes) <= 4096, f"batch sizes {sizes[:10]}... exceed --batch-rows 4096"
+
+
+def test_consistent_snapshot_reads_the_same_rows(server: str, metrics: pa.Table) -> None:
+    # One exported snapshot for every endpoint: a CMD descriptor even without projection or window.
+    info = hyperflight.flight_info(server, "public.metrics", consistent_snapshot=True)
+    assert json.loads(info.descriptor.command) == {"table": "public.metrics", "consistent_snapshot": True}
+    assert hyperflight.read_flight_info(server, info, parallelism=4).equals(metrics)

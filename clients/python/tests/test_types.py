@@ -1,13 +1,14 @@
 """The type torture test through pyarrow: every type of the type table, its extremes and NULLs,
 compared value by value with what PostgreSQL says each value is.
 
-The table is ``types_torture.t`` in the test database, built by this module (idempotently: the
-schema's comment is the fingerprint of the SQL that built it, checked under an advisory lock).
+The table is ``t`` in a schema of this session's own in the test database (``types_torture_<pid>_<tag>``,
+so sessions running at once never share it), built by this module and dropped after it.
 SQL renders each value into a canonical string with PostgreSQL's own functions (``float8send``,
 ``encode``, ``extract``, ``::text``); ``render`` turns the Arrow values pyarrow received into the
 same form. A mismatch names the column and the row's ``id``.
 
-The special-value rules asserted (``src/pgarrow/types.rs``; tests/types.rs asserts them in Rust):
+The special-value rules asserted (``crates/pgarrow/src/types.rs``; ``crates/server/tests/types.rs``
+asserts them in Rust):
 
 - float4/float8 keep NaN, ±Infinity, -0.0 and subnormals bit for bit.
 - numeric(p,s) with p ≤ 38 and s ≤ p (negative s included) is decimal128(p,s), also through a
@@ -26,17 +27,17 @@ The special-value rules asserted (``src/pgarrow/types.rs``; tests/types.rs asser
 from __future__ import annotations
 
 import decimal
-import hashlib
 import uuid
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import psycopg
 import pyarrow as pa
 import pytest
 
 import hyperflight
+from conftest import unique_name
 
-SCHEMA = "types_torture"
+SCHEMA = unique_name("types_torture")
 
 US = pa.timestamp("us")
 USTZ = pa.timestamp("us", tz="UTC")
@@ -269,22 +270,17 @@ def render(arr: pa.Array) -> List[Optional[str]]:
 
 
 @pytest.fixture(scope="module")
-def torture(server: str, pg: psycopg.Connection) -> str:
-    """Builds ``types_torture.t`` when missing or stale, and makes the server see it."""
-    sql = setup_sql()
-    fingerprint = hashlib.sha256(sql.encode()).hexdigest()[:16]
+def torture(server: str, pg: psycopg.Connection) -> Iterator[str]:
+    """Builds ``<SCHEMA>.t``, makes the server see it, and drops the schema after the module."""
     with pg.transaction():
-        # Several test sessions may run at once: one builds, the others then find it current.
-        pg.execute("SELECT pg_advisory_xact_lock(hashtext('hyperflight test_types.py'))")
-        row = pg.execute("SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace "
-                         "WHERE nspname = %s", [SCHEMA]).fetchone()
-        if row is None or row[0] != fingerprint:
-            pg.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-            pg.execute(f"CREATE SCHEMA {SCHEMA}")
-            pg.execute(sql)  # no parameters: sent as one multi-statement query
-            pg.execute(f"COMMENT ON SCHEMA {SCHEMA} IS '{fingerprint}'")
-    hyperflight.do_action(server, "refresh")
-    return f"{SCHEMA}.t"
+        pg.execute(f"CREATE SCHEMA {SCHEMA}")
+        pg.execute(setup_sql())  # no parameters: sent as one multi-statement query
+    try:
+        hyperflight.do_action(server, "refresh")
+        yield f"{SCHEMA}.t"
+    finally:
+        pg.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
+        hyperflight.do_action(server, "refresh")
 
 
 def by_id(columns: Dict[str, List[Optional[str]]]) -> Dict[int, Dict[str, Optional[str]]]:

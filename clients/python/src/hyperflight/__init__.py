@@ -15,8 +15,13 @@ from .client import (
     read_flight_info,
     read_table,
 )
+from .protocol import ENDPOINT_KINDS, Command, EndpointMetadata, ProtocolError
 
 __all__ = [
+    "ENDPOINT_KINDS",
+    "Command",
+    "EndpointMetadata",
+    "ProtocolError",
     "connect",
     "descriptor",
     "do_action",

@@ -7,14 +7,15 @@ so the result is deterministic whatever the parallelism.
 
 from __future__ import annotations
 
-import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import pyarrow as pa
 import pyarrow.flight as flight
+
+from .protocol import Command, EndpointMetadata
 
 TableName = Union[str, Tuple[str, str], Sequence[str]]
 TimeBound = Union[str, int, datetime, None]
@@ -59,22 +60,24 @@ def descriptor(
     columns: Optional[Sequence[str]] = None,
     start: TimeBound = None,
     end: TimeBound = None,
+    consistent_snapshot: bool = False,
 ) -> flight.FlightDescriptor:
-    """The descriptor for a table: PATH for a whole table, a JSON CMD when a projection or time range
-    is given (``start`` inclusive, ``end`` exclusive)."""
+    """The descriptor for a table: PATH for a whole table, a JSON CMD (:class:`Command`) when a
+    projection, a time range (``start`` inclusive, ``end`` exclusive) or one snapshot for every
+    endpoint is asked for. Raises ``ValueError`` for what the server would refuse."""
     schema, name = _split(table)
-    if columns is None and start is None and end is None:
+    if columns is None and start is None and end is None and not consistent_snapshot:
         return flight.FlightDescriptor.for_path(schema, name)
     # A string keeps the readable "schema.table" form; a pair becomes the array form, which quotes
     # any name exactly.
-    cmd: Dict[str, Any] = {"table": table if isinstance(table, str) and "." in table else [schema, name]}
-    if columns is not None:
-        cmd["columns"] = list(columns)
-    if start is not None:
-        cmd["start"] = _bound(start)
-    if end is not None:
-        cmd["end"] = _bound(end)
-    return flight.FlightDescriptor.for_command(json.dumps(cmd).encode())
+    command = Command(
+        table=table if isinstance(table, str) and "." in table else (schema, name),
+        columns=None if columns is None else tuple(columns),
+        start=_bound(start),
+        end=_bound(end),
+        consistent_snapshot=consistent_snapshot,
+    )
+    return flight.FlightDescriptor.for_command(command.to_json())
 
 
 def connect(url: str, *, tls_root_certs: Optional[bytes] = None) -> flight.FlightClient:
@@ -101,21 +104,25 @@ def flight_info(
     columns: Optional[Sequence[str]] = None,
     start: TimeBound = None,
     end: TimeBound = None,
+    consistent_snapshot: bool = False,
     token: Optional[str] = None,
     tls_root_certs: Optional[bytes] = None,
 ) -> flight.FlightInfo:
-    """GetFlightInfo for a table (optionally projected and time-bounded): schema and endpoints."""
+    """GetFlightInfo for a table (optionally projected, time-bounded, on one snapshot): schema and
+    endpoints."""
+    command = descriptor(table, columns=columns, start=start, end=end,
+                         consistent_snapshot=consistent_snapshot)
     with connect(url, tls_root_certs=tls_root_certs) as client:
-        return client.get_flight_info(
-            descriptor(table, columns=columns, start=start, end=end), _options(token)
-        )
+        return client.get_flight_info(command, _options(token))
 
 
-def endpoint_metadata(info: flight.FlightInfo) -> List[Dict[str, Any]]:
-    """Each endpoint's ``app_metadata`` JSON (chunk, chunk_id, range_start, range_end, size_bytes,
-    estimated_rows, is_compressed), in endpoint order; ``{}`` where an endpoint has none."""
+def endpoint_metadata(info: flight.FlightInfo) -> List[Optional[EndpointMetadata]]:
+    """Each endpoint's ``app_metadata`` as :class:`EndpointMetadata` (kind, chunk, chunk_id,
+    range_start, range_end, size_bytes, estimated_rows, is_compressed, and compression_ratio,
+    block_start, block_end where they apply), in endpoint order; None where an endpoint has none.
+    Raises :class:`ProtocolError` for metadata that does not follow the contract."""
     return [
-        json.loads(ep.app_metadata) if getattr(ep, "app_metadata", b"") else {}
+        EndpointMetadata.from_json(ep.app_metadata) if getattr(ep, "app_metadata", b"") else None
         for ep in info.endpoints
     ]
 
@@ -180,6 +187,7 @@ def read_table(
     columns: Optional[Sequence[str]] = None,
     start: TimeBound = None,
     end: TimeBound = None,
+    consistent_snapshot: bool = False,
     token: Optional[str] = None,
     tls_root_certs: Optional[bytes] = None,
 ) -> pa.Table:
@@ -187,14 +195,16 @@ def read_table(
 
     ``table`` is ``"schema.table"`` or a ``(schema, table)`` pair. ``columns`` projects, ``start``
     (inclusive) and ``end`` (exclusive) bound the time dimension: datetimes (naive = UTC), RFC 3339
-    strings, or ints for integer dimensions. Endpoints are fetched ``parallelism`` at a time and
+    strings, or ints for integer dimensions. ``consistent_snapshot`` makes every endpoint read one
+    exported snapshot. Endpoints are fetched ``parallelism`` at a time and
     concatenated in endpoint (= time range) order. ``token`` is the server's ``auth_token``;
     ``tls_root_certs`` the PEM CA for a ``grpc+tls://`` server.
 
     >>> t = read_table("grpc://127.0.0.1:50051", "public.metrics")  # doctest: +SKIP
     """
     info = flight_info(
-        url, table, columns=columns, start=start, end=end, token=token, tls_root_certs=tls_root_certs
+        url, table, columns=columns, start=start, end=end, consistent_snapshot=consistent_snapshot,
+        token=token, tls_root_certs=tls_root_certs,
     )
     return read_flight_info(
         url, info, parallelism=parallelism, token=token, tls_root_certs=tls_root_certs
