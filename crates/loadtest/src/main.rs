@@ -41,10 +41,7 @@ fn main() -> ExitCode {
         println!("{shown:#?}");
         return ExitCode::SUCCESS;
     }
-    match runtime.block_on(loadtest::run(
-        cli.options,
-        server::cli::shutdown_signal(),
-    )) {
+    match runtime.block_on(loadtest::run(cli.options, server::cli::shutdown_signal())) {
         Ok(report) => {
             println!("{report}");
             if report.passed() {

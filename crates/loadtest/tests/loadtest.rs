@@ -94,8 +94,11 @@ async fn server_restart_costs_retries_not_rows() {
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
     // No ticket secret in the command: the load test gives both lives of the server the same one.
+    // Small batches and more scan slots keep many streams past their first ticket at any moment,
+    // so the kill is sure to break some that can resume.
     let server_cmd = format!(
-        "{} serve --database-url {} --listen 127.0.0.1:{port} --batch-rows 4096 --metrics-listen ''",
+        "{} serve --database-url {} --listen 127.0.0.1:{port} --batch-rows 512 \
+         --max-concurrent-chunks 8 --metrics-listen ''",
         server_bin().display(),
         fixture_url()
     );
@@ -109,7 +112,7 @@ async fn server_restart_costs_retries_not_rows() {
         "--database-url",
         fixture_url(),
         "--clients",
-        "3",
+        "6",
         "--duration",
         "5s",
         "--fault",
@@ -183,7 +186,6 @@ async fn dropped_chunk_is_explained_not_lost() {
     assert!(left.is_empty(), "schema {copy} was left behind");
 }
 
-
 /// `docker/sample-data.sql` (what the compose stack loads) into a scratch database, checked against
 /// the rows its header documents, computed here from the row number: not against another load of
 /// the same script, which would pass whatever the script did.
@@ -236,7 +238,9 @@ async fn load_and_check(url: String, rows: i64, days: i64) {
         String::from_utf8_lossy(&out.stderr)
     );
     let db = pg(&url).await;
-    let want: Vec<Metric> = (0..rows).map(|i| Metric::documented(i, rows, days)).collect();
+    let want: Vec<Metric> = (0..rows)
+        .map(|i| Metric::documented(i, rows, days))
+        .collect();
     check_chunks(&db, &want, days).await;
     check_metrics(&db, &want).await;
     check_devices(&db).await;
@@ -298,14 +302,30 @@ async fn check_metrics(db: &tokio_postgres::Client, want: &[Metric]) {
             reading: row.get(6),
             ok: row.get(7),
         };
-        assert!(have.matches(want), "row {i}: got {have:?}, documented {want:?}");
+        assert!(
+            have.matches(want),
+            "row {i}: got {have:?}, documented {want:?}"
+        );
     }
     // The special values are in the data, so the checks above covered them.
     for (what, present) in [
-        ("status -32768", want.iter().any(|m| m.status == Some(i16::MIN))),
-        ("reading i64::MAX", want.iter().any(|m| m.reading == Some(i64::MAX))),
-        ("reading i64::MIN", want.iter().any(|m| m.reading == Some(i64::MIN))),
-        ("non-ASCII sensor", want.iter().any(|m| m.sensor.as_deref().is_some_and(|s| !s.is_ascii()))),
+        (
+            "status -32768",
+            want.iter().any(|m| m.status == Some(i16::MIN)),
+        ),
+        (
+            "reading i64::MAX",
+            want.iter().any(|m| m.reading == Some(i64::MAX)),
+        ),
+        (
+            "reading i64::MIN",
+            want.iter().any(|m| m.reading == Some(i64::MIN)),
+        ),
+        (
+            "non-ASCII sensor",
+            want.iter()
+                .any(|m| m.sensor.as_deref().is_some_and(|s| !s.is_ascii())),
+        ),
     ] {
         assert!(present, "{what} missing from the checked rows");
     }
@@ -372,7 +392,7 @@ impl Metric {
             temperature: unless(83)
                 .then(|| 20.0 + 10.0 * (x / 1000.0).sin() + (i % 7) as f64 * 0.125),
             humidity: unless(79).then(|| (50.0 + 40.0 * (x / 777.0).cos()) as f32),
-            status: unless(73).then(|| match i % 10007 {
+            status: unless(73).then_some(match i % 10007 {
                 1 => i16::MIN,
                 2 => i16::MAX,
                 _ => (i % 600) as i16,
@@ -382,7 +402,7 @@ impl Metric {
                 4 => i64::MIN,
                 _ => i * 1_000_003 % 1_000_000_007 - 500_000_000,
             }),
-            ok: unless(67).then(|| i % 3 != 0),
+            ok: unless(67).then_some(i % 3 != 0),
         }
     }
 
@@ -397,7 +417,11 @@ impl Metric {
             && self.device_id == o.device_id
             && self.sensor == o.sensor
             && close(self.temperature, o.temperature, 1e-9)
-            && close(self.humidity.map(f64::from), o.humidity.map(f64::from), 1e-4)
+            && close(
+                self.humidity.map(f64::from),
+                o.humidity.map(f64::from),
+                1e-4,
+            )
             && self.status == o.status
             && self.reading == o.reading
             && self.ok == o.ok
