@@ -93,7 +93,10 @@ async fn check_flight(
     if let Some(reason) = &health.reason {
         out.message(&Message::log(
             Level::Warn,
-            format!("the Flight service at {} is degraded: {reason}", source.url()),
+            format!(
+                "the Flight service at {} is degraded: {reason}",
+                source.url()
+            ),
         ))?;
     }
     if source.is_remote() {
@@ -103,7 +106,10 @@ async fn check_flight(
         };
         out.message(&Message::log(
             Level::Info,
-            format!("the Flight service at {} is up, with {timescaledb}", source.url()),
+            format!(
+                "the Flight service at {} is up, with {timescaledb}",
+                source.url()
+            ),
         ))?;
     }
     let tables = list_tables(source, schemas).await?;

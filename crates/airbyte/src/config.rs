@@ -485,7 +485,9 @@ mod tests {
             "database"
         );
         assert_eq!(
-            setting(SourceConfig::from_json(r#"{"database": "d", "username": "u"}"#)),
+            setting(SourceConfig::from_json(
+                r#"{"database": "d", "username": "u"}"#
+            )),
             "host"
         );
         assert_eq!(
@@ -539,7 +541,10 @@ mod tests {
         let secret = |json: &str| database(&SourceConfig::from_json(json).unwrap()).ticket_secret();
         assert_eq!(secret(MINIMAL), secret(MINIMAL));
         assert_eq!(secret(MINIMAL).len(), 32);
-        assert_ne!(secret(MINIMAL), secret(&MINIMAL.replace("hunter2", "hunter3")));
+        assert_ne!(
+            secret(MINIMAL),
+            secret(&MINIMAL.replace("hunter2", "hunter3"))
+        );
     }
 
     #[test]

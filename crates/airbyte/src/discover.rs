@@ -3,6 +3,7 @@
 //! hypertable's source-defined cursor) and the primary key are the [`TableFacts`] the server
 //! publishes in that schema's metadata: the source never asks PostgreSQL for them.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use arrow::datatypes::Schema;
@@ -101,10 +102,20 @@ pub async fn list_tables(source: &FlightSource, schemas: &[String]) -> Result<Ve
     Ok(tables)
 }
 
+/// The [`TableFacts`] the server put in `schema`'s metadata; `None` from a server that sends none.
+pub(crate) fn facts(schema: &Schema) -> Option<TableFacts> {
+    let metadata: HashMap<String, String> = schema
+        .metadata()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    TableFacts::from_metadata(&metadata)
+}
+
 /// The time dimension of a hypertable's `schema` (from its [`TableFacts`]), if it has one and the
 /// column is there with a type a cursor can have.
 pub(crate) fn time_column(schema: &Schema) -> Option<String> {
-    let column = TableFacts::from_metadata(schema.metadata())?.time_column?;
+    let column = facts(schema)?.time_column?;
     let field = schema.field_with_name(&column).ok()?;
     CursorKind::of(field.data_type()).map(|_| column)
 }
@@ -124,7 +135,7 @@ pub fn stream(table: &Table) -> Stream {
     } else {
         vec![SyncMode::FullRefresh]
     };
-    let primary_key = TableFacts::from_metadata(schema.metadata())
+    let primary_key = facts(schema)
         .map(|f| f.primary_key)
         .filter(|key| !key.is_empty());
     Stream {

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
 use airbyte::{self, output::Output, Command};
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(

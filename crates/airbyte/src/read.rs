@@ -46,8 +46,8 @@ mod writer;
 
 use chunk::ChunkReader;
 use plan::{Notes, StreamPlan};
-use writer::{writer_gone, Book, Buffers, Event};
 pub use writer::STATE_EVERY_BATCHES;
+use writer::{writer_gone, Book, Buffers, Event};
 
 /// Runs `read`.
 pub async fn run(
@@ -227,9 +227,9 @@ impl Reader<'_> {
             .try_decode_schema()
             .map_err(|e| protocol_error(format!("undecodable schema: {e}")))?;
         let index_of = |name: &str| {
-            batch_schema
-                .index_of(name)
-                .map_err(|_| protocol_error(format!("column {name:?} missing from the planned schema")))
+            batch_schema.index_of(name).map_err(|_| {
+                protocol_error(format!("column {name:?} missing from the planned schema"))
+            })
         };
         let emit = plan
             .emitted

@@ -546,10 +546,7 @@ struct ListCell<'a> {
 impl Cell for ListCell<'_> {
     fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
         null_check!(self.nulls, row, out);
-        let (start, end) = (
-            self.offsets[row] as usize,
-            self.offsets[row + 1] as usize,
-        );
+        let (start, end) = (self.offsets[row] as usize, self.offsets[row + 1] as usize);
         write_items(self.items.as_ref(), start..end, out)
     }
 }

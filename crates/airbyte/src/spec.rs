@@ -70,22 +70,29 @@ pub fn connection_specification() -> Value {
         "$schema": "http://json-schema.org/draft-07/schema#",
         "title": "hyperflight (TimescaleDB) Source Spec",
         "type": "object",
-        "required": ["host", "port", "database", "username"],
+        "required": [],
+        // Database settings, or a running server to read from (which needs none).
+        "anyOf": [
+            {"required": ["host", "database", "username"]},
+            {"required": ["flight_url"]},
+        ],
         "additionalProperties": true,
         "properties": {
             "host": {
                 "type": "string", "title": "Host", "order": 0,
-                "description": "Hostname or IP address of the PostgreSQL / TimescaleDB server.",
+                "description": "Hostname or IP address of the PostgreSQL / TimescaleDB server. \
+                                Required unless flight_url is set.",
                 "examples": ["db.example.com", "127.0.0.1"],
             },
             "port": integer("Port", "PostgreSQL port.", PORT, 1),
             "database": {
                 "type": "string", "title": "Database", "order": 2,
-                "description": "Name of the database to read.",
+                "description": "Name of the database to read. Required unless flight_url is set.",
             },
             "username": {
                 "type": "string", "title": "Username", "order": 3,
-                "description": "PostgreSQL role to connect as. Only tables it may SELECT are listed.",
+                "description": "PostgreSQL role to connect as. Only tables it may SELECT are listed. \
+                                Required unless flight_url is set.",
             },
             "password": {
                 "type": "string", "title": "Password", "order": 4, "airbyte_secret": true,
@@ -108,9 +115,11 @@ pub fn connection_specification() -> Value {
                 "type": "string", "title": "Flight server URL", "order": 7,
                 "pattern": "^grpc(\\+tcp)?://[^/]+$", "examples": ["grpc://flight.internal:50051"],
                 "description": "Read from a running hyperflight server (grpc://host:port, no TLS). \
-                                Empty: the source runs the Flight service itself, in-process on a \
-                                loopback port, with the database settings above. A remote server's \
-                                ticket_secret must be stable for reads to resume across attempts.",
+                                The source then makes no PostgreSQL connection: the database \
+                                settings above are not needed (and not used). Empty: the source \
+                                runs the Flight service itself, in-process on a loopback port, with \
+                                the database settings above. A remote server's ticket_secret must \
+                                be stable for reads to resume across attempts.",
             },
             "timescaledb_support": {
                 "type": "boolean", "title": "TimescaleDB support", "order": 8, "default": true,
@@ -174,6 +183,8 @@ mod tests {
         orders.dedup();
         assert_eq!(orders.len(), props.len(), "orders are distinct");
         assert_eq!(spec["properties"]["password"]["airbyte_secret"], true);
+        assert_eq!(spec["required"], json!([]));
+        assert_eq!(spec["anyOf"][1]["required"], json!(["flight_url"]));
         for name in [
             "timescaledb_support",
             "timescaledb_chunk_discovery_interval_minutes",

@@ -157,9 +157,9 @@ impl CursorKind {
         Some(match dt {
             DataType::Int16 | DataType::Int32 | DataType::Int64 => CursorKind::Integer,
             DataType::Date32 => CursorKind::Date,
-            DataType::Timestamp(TimeUnit::Microsecond, tz) => CursorKind::Timestamp {
-                zulu: tz.is_some(),
-            },
+            DataType::Timestamp(TimeUnit::Microsecond, tz) => {
+                CursorKind::Timestamp { zulu: tz.is_some() }
+            }
             _ => return None,
         })
     }
@@ -185,7 +185,9 @@ impl CursorKind {
         match self {
             CursorKind::Integer => v.as_i64(),
             CursorKind::Date => {
-                let date = parse_calendar(v.as_str()?, "-%m-%d")?.to_naive_date().ok()?;
+                let date = parse_calendar(v.as_str()?, "-%m-%d")?
+                    .to_naive_date()
+                    .ok()?;
                 Some((date - NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days())
             }
             CursorKind::Timestamp { zulu } => {
@@ -217,9 +219,9 @@ impl CursorKind {
         };
         let t = chrono::DateTime::from_timestamp_micros(micros)?;
         // RFC 3339 only knows years 1..=9999 (no " BC", no five-digit years).
-        (1..=9999).contains(&t.year()).then(|| {
-            Bound::Time(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string())
-        })
+        (1..=9999)
+            .contains(&t.year())
+            .then(|| Bound::Time(t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()))
     }
 }
 
@@ -308,7 +310,13 @@ mod tests {
             assert_eq!(TSTZ.from_json(&Value::from(bad)), None, "{bad}");
         }
         assert_eq!(TS.from_json(&Value::from("2026-10-01T00:00:00Z")), None);
-        for bad in ["2024-02-31", "2023-02-29", "2024-00-10", "2024-1-1", "2024-01-01x"] {
+        for bad in [
+            "2024-02-31",
+            "2023-02-29",
+            "2024-00-10",
+            "2024-01-01T00:00:00Z",
+            "2024-01-01x",
+        ] {
             assert_eq!(CursorKind::Date.from_json(&Value::from(bad)), None, "{bad}");
         }
         assert_eq!(

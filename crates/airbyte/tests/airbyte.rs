@@ -2,17 +2,15 @@
 //! refresh equal to SQL, a SIGKILLed read resumed from its last STATE (whole chunks and mid-chunk
 //! resume tickets), incremental reads, and failures that a person can read.
 
-
-
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use testkit::*;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use testkit::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hyperflight-airbyte");
 
@@ -37,6 +35,44 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs `sql` on database `url` when dropped, even when the test panicked: scratch schemas and
+/// databases never outlive their test.
+struct DropAfter {
+    url: String,
+    sql: String,
+}
+
+impl Drop for DropAfter {
+    fn drop(&mut self) {
+        let (url, sql) = (self.url.clone(), self.sql.clone());
+        // A thread of its own: this may run inside the test's runtime, which cannot block.
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let db = pg(&url).await;
+                if let Err(e) = db.batch_execute(&sql).await {
+                    eprintln!("cleanup {sql:?} failed: {e}");
+                }
+            });
+        })
+        .join();
+        if done.is_err() {
+            eprintln!("cleanup {:?} panicked", self.sql);
+        }
+    }
+}
+
+/// Drops `schema` of the fixture database at the end of the test.
+fn drop_schema_after(schema: &str) -> DropAfter {
+    DropAfter {
+        url: fixture_url().to_string(),
+        sql: format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
     }
 }
 
@@ -242,6 +278,32 @@ async fn chunk_ranges(
     .collect()
 }
 
+/// The discovered stream `namespace.name`.
+fn find_stream<'a>(streams: &'a [Value], namespace: &str, name: &str) -> &'a Value {
+    streams
+        .iter()
+        .find(|s| s["namespace"] == namespace && s["name"] == name)
+        .unwrap_or_else(|| panic!("{namespace}.{name} not discovered"))
+}
+
+/// The fixture's table facts, as discovered: `metrics`' time dimension is its cursor, `devices`'
+/// primary key is its key.
+fn assert_fixture_facts(streams: &[Value]) {
+    let metrics = find_stream(streams, "public", "metrics");
+    assert_eq!(metrics["source_defined_cursor"], true);
+    assert_eq!(metrics["default_cursor_field"], json!(["time"]));
+    assert_eq!(
+        metrics["supported_sync_modes"],
+        json!(["full_refresh", "incremental"])
+    );
+    let devices = find_stream(streams, "public", "devices");
+    assert_eq!(
+        devices["source_defined_primary_key"],
+        json!([["device_id"]])
+    );
+    assert_eq!(devices["source_defined_cursor"], false);
+}
+
 #[test]
 fn spec_check_and_discover() {
     let spec = run(&["spec"]);
@@ -282,16 +344,8 @@ fn spec_check_and_discover() {
     assert!(streams
         .iter()
         .all(|s| !s["namespace"].as_str().unwrap().starts_with("_timescaledb")));
-    let metrics = streams
-        .iter()
-        .find(|s| s["namespace"] == "public" && s["name"] == "metrics")
-        .unwrap();
-    assert_eq!(metrics["source_defined_cursor"], true);
-    assert_eq!(metrics["default_cursor_field"], json!(["time"]));
-    assert_eq!(
-        metrics["supported_sync_modes"],
-        json!(["full_refresh", "incremental"])
-    );
+    assert_fixture_facts(&streams);
+    let metrics = find_stream(&streams, "public", "metrics");
     let time = &metrics["json_schema"]["properties"]["time"];
     assert_eq!(time["airbyte_type"], "timestamp_with_timezone");
     assert_eq!(time["format"], "date-time");
@@ -299,15 +353,6 @@ fn spec_check_and_discover() {
         metrics["json_schema"]["properties"]["humidity"]["type"],
         json!(["null", "number"])
     );
-    let devices = streams
-        .iter()
-        .find(|s| s["namespace"] == "public" && s["name"] == "devices")
-        .unwrap();
-    assert_eq!(
-        devices["source_defined_primary_key"],
-        json!([["device_id"]])
-    );
-    assert_eq!(devices["source_defined_cursor"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -481,27 +526,68 @@ async fn kill_and_resume(
         .collect();
     assert!(!completed.is_empty(), "the first run completed some chunk");
     let ranges = chunk_ranges(db, stream.0, stream.1).await;
-    for line in second
-        .lines
-        .iter()
-        .filter(|l| l.starts_with("{\"type\":\"RECORD\""))
-    {
+    assert!(
+        completed.len() < ranges.len(),
+        "the first run was killed before every chunk was complete"
+    );
+    let in_completed = |t: i64| {
+        completed
+            .iter()
+            .any(|c| (ranges[c].0..ranges[c].1).contains(&t))
+    };
+    let time_of = |line: &String| {
         let m: Value = serde_json::from_str(line).unwrap();
-        let t = micros(m["record"]["data"]["time"].as_str().unwrap());
-        for c in &completed {
-            let (lo, hi) = ranges[c];
-            assert!(
-                !(lo..hi).contains(&t),
-                "resumed read repeated a row of completed chunk {c}"
-            );
-        }
-    }
-    let mut union = sorted_canonical(before.iter().chain(second.lines.iter()));
+        micros(m["record"]["data"]["time"].as_str().unwrap())
+    };
+    let records = |lines: &[String]| -> Vec<String> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("{\"type\":\"RECORD\""))
+            .cloned()
+            .collect()
+    };
+    let (first_records, second_records) = (records(&before), records(&second.lines));
+    // The completed chunks: every row came in the first run, none in the second.
+    let total = metrics_rows_sql(db, canonical_sql).await;
+    let in_completed_sql = total
+        .iter()
+        .filter(|r| in_completed(r.split('|').next().unwrap().parse().unwrap()))
+        .count();
+    assert!(in_completed_sql > 0);
+    assert_eq!(
+        first_records
+            .iter()
+            .filter(|l| in_completed(time_of(l)))
+            .count(),
+        in_completed_sql,
+        "the first run delivered the completed chunks whole"
+    );
+    assert_eq!(
+        second_records
+            .iter()
+            .filter(|l| in_completed(time_of(l)))
+            .count(),
+        0,
+        "the resumed read repeated a row of a completed chunk"
+    );
+    // Exactly the rest: the table's rows minus those the STATE covered.
+    assert_eq!(
+        second_records.len(),
+        total.len() - first_records.len(),
+        "the resumed read delivered exactly the rows the first run had not"
+    );
+    assert!(!second_records.is_empty());
+    let counted: f64 = second
+        .states()
+        .iter()
+        .map(|s| s["state"]["sourceStats"]["recordCount"].as_f64().unwrap())
+        .sum();
+    assert_eq!(counted as usize, second_records.len());
+    let mut union = sorted_canonical(first_records.iter().chain(second_records.iter()));
     let n = union.len();
     union.dedup();
     assert_eq!(n, union.len(), "a row was delivered twice");
-    let want = metrics_rows_sql(db, canonical_sql).await;
-    assert_same_rows(&union, &want);
+    assert_same_rows(&union, &total);
     blob.clone()
 }
 
@@ -536,6 +622,7 @@ async fn killed_read_resumes_mid_chunk_from_a_resume_ticket() {
     // One 200k-row chunk spans 4 batches: the STATE after the 2nd carries its resume ticket, signed
     // by an in-process service whose key the next process derives again from the config.
     let schema = scratch_schema(&db, "airbyte_mid").await;
+    let _cleanup = drop_schema_after(&schema);
     db.batch_execute(&format!(
         "CREATE TABLE {schema}.big (LIKE public.metrics);
          SELECT create_hypertable('{schema}.big', 'time', chunk_time_interval => interval '365 days');
@@ -554,7 +641,6 @@ async fn killed_read_resumes_mid_chunk_from_a_resume_ticket() {
         .unwrap()
         .values()
         .any(Value::is_string));
-    drop_schema(&db, &schema).await;
 }
 
 /// As [`kill_and_resume`], for a one-chunk table: stops at the first STATE with a resume ticket.
@@ -594,7 +680,12 @@ async fn kill_and_resume_mid(db: &tokio_postgres::Client, config: Value, schema:
         "the resume ticket was accepted by the new process"
     );
     let first_rows = sorted_canonical(before.iter()).len();
-    assert!(first_rows > 0 && first_rows < 200_000);
+    assert!(first_rows > 0 && first_rows < FIXTURE_ROWS as usize);
+    assert_eq!(
+        second.records().len(),
+        FIXTURE_ROWS as usize - first_rows,
+        "the resumed read delivered exactly the rows after the resume ticket"
+    );
     let mut union = sorted_canonical(before.iter().chain(second.lines.iter()));
     let n = union.len();
     union.dedup();
@@ -604,39 +695,119 @@ async fn kill_and_resume_mid(db: &tokio_postgres::Client, config: Value, schema:
     state["state"]["stream"]["stream_state"].clone()
 }
 
+/// Runs the binary with `args` off the async workers (the test's server runs on them).
+async fn run_blocking(args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run(&a)
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn flight_url_reads_from_a_running_server() {
+async fn flight_url_needs_no_database_credentials() {
     let db = pg(fixture_url()).await;
     let server = TestServer::start(config(fixture_url())).await;
     let dir = Scratch::new("remote");
-    let config = dir.write(
-        "config.json",
-        &source_config(
-            fixture_url(),
-            json!({"flight_url": format!("grpc://{}", server.addr)}),
-        ),
-    );
+    // No host, port, database, username or password: the source never connects to PostgreSQL.
+    let url = format!("grpc://{}", server.addr);
+    let config = dir.write("config.json", &json!({ "flight_url": url }));
+    let config_arg = path_str(&config).to_string();
+
+    let check = run_blocking(vec!["check".into(), "--config".into(), config_arg.clone()]).await;
+    let status = &check.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+    assert_eq!(status["status"], "SUCCEEDED", "{:?}", check.lines);
+    assert!(check
+        .of_type("LOG")
+        .any(|m| m["log"]["message"].as_str().unwrap().contains(&url)));
+
+    // Discover: the cursor and the primary key are the facts the server publishes.
+    let streams = tokio::task::spawn_blocking(move || discover(&config))
+        .await
+        .unwrap();
+    assert_fixture_facts(&streams);
+    let metrics = find_stream(&streams, "public", "metrics");
+
+    // Read: a full refresh equal to SQL, and an incremental one whose cursor is the highest time.
     let catalog = dir.write(
         "catalog.json",
-        &configured(&discover(&config), &[("public", "metrics", "full_refresh")]),
+        &configured(
+            &streams,
+            &[
+                ("public", "metrics", "full_refresh"),
+                ("public", "devices", "incremental"),
+            ],
+        ),
     );
-    let r = tokio::task::spawn_blocking(move || {
-        run(&[
-            "read",
-            "--config",
-            path_str(&config),
-            "--catalog",
-            path_str(&catalog),
+    let mut incremental = configured(&streams, &[("public", "metrics", "incremental")]);
+    incremental["streams"][0]["stream"]["json_schema"]["properties"] = json!({
+        "time": metrics["json_schema"]["properties"]["time"].clone()
+    });
+    let incremental = dir.write("incremental.json", &incremental);
+    let read = |catalog: &Path| {
+        run_blocking(vec![
+            "read".into(),
+            "--config".into(),
+            config_arg.clone(),
+            "--catalog".into(),
+            path_str(catalog).into(),
         ])
-    })
-    .await
-    .unwrap();
-    assert_eq!(r.code, Some(0), "{}", r.stderr);
+    };
+    // devices has no time dimension and no cursor field: incremental is refused for it alone.
+    let r = read(&catalog).await;
+    assert_ne!(r.code, Some(0));
+    let errors = r.errors();
+    assert_eq!(
+        errors.len(),
+        2,
+        "the stream's error and the read's: {:?}",
+        errors
+    );
+    assert!(errors[0]["trace"]["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("needs a cursor field"));
     // Small batches (4096 rows): STATEs inside chunks, and still every row exactly once.
     assert!(r.states().len() > 7);
     let got = sorted_canonical(r.lines.iter());
     let want = metrics_rows_sql(&db, &metrics_canonical_sql("public.metrics")).await;
     assert_same_rows(&got, &want);
+
+    let r = read(&incremental).await;
+    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    assert_eq!(r.records().len() as i64, FIXTURE_ROWS);
+    let max: String = db
+        .query_one(
+            "SELECT to_char(max(time) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') FROM public.metrics",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        r.states().last().unwrap()["state"]["stream"]["stream_state"]["cursor"],
+        max
+    );
+}
+
+#[test]
+fn check_with_flight_url_names_the_url_as_given() {
+    let dir = Scratch::new("remote-down");
+    let closed = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("grpc://127.0.0.1:{closed}");
+    let config = dir.write("config.json", &json!({ "flight_url": url }));
+    let check = run(&["check", "--config", path_str(&config)]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
+    let status = &check.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+    assert_eq!(status["status"], "FAILED");
+    let message = status["message"].as_str().unwrap();
+    assert!(message.contains(&url), "{message}");
+    assert!(!message.contains("http://"), "{message}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -644,6 +815,7 @@ async fn incremental_reads_emit_only_rows_after_the_cursor() {
     let db = pg(fixture_url()).await;
     let schema = format!("airbyte_inc_{}", std::process::id());
     private_hypertable(&db, &schema, 3).await;
+    let _cleanup = drop_schema_after(&schema);
     let dir = Scratch::new("inc");
     let config = dir.write(
         "config.json",
@@ -715,15 +887,34 @@ async fn incremental_reads_emit_only_rows_after_the_cursor() {
     );
     assert_eq!(second.records().len(), 2);
 
-    // Nothing new: nothing emitted, the cursor stays.
+    // Nothing new: the pass reads the chunks at the cursor (the rows "equal" and "after-1" are
+    // there) and filters every row out; the stream completes, and the cursor stays.
     let state2 = (*second.states().last().unwrap()).clone();
+    let cursor2 = state2["state"]["stream"]["stream_state"]["cursor"].clone();
+    let (at_or_below, above): (i64, i64) = {
+        let r = db
+            .query_one(
+                &format!(
+                    "SELECT count(*) FILTER (WHERE time <= $1::text::timestamptz),
+                            count(*) FILTER (WHERE time > $1::text::timestamptz) FROM {schema}.m"
+                ),
+                &[&cursor2.as_str().unwrap()],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(above, 0);
+    assert!(at_or_below > 0);
     let third = tokio::task::block_in_place(|| read(Some(&state2)));
     assert_eq!(third.records().len(), 0);
+    assert!(third
+        .of_type("TRACE")
+        .any(|m| m["trace"]["stream_status"]["status"] == "COMPLETE"));
     assert_eq!(
         third.states().last().unwrap()["state"]["stream"]["stream_state"]["cursor"],
-        state2["state"]["stream"]["stream_state"]["cursor"]
+        cursor2
     );
-    drop_schema(&db, &schema).await;
 }
 
 /// The cluster checks the password of this one role (scripts/cluster.sh); every other role is trusted.
@@ -925,20 +1116,21 @@ async fn a_refused_resume_ticket_rereads_its_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_postgres_without_timescaledb_is_not_a_failure() {
+    // A database of this run's own, dropped at the end (its extension is dropped below).
+    let name = format!("airbyte_plain_{}", std::process::id());
     let admin = pg(cluster_url()).await;
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = 'airbyte_plain'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .is_some();
-    if !exists {
-        // Another test binary may create it at the same moment.
-        let _ = admin.batch_execute("CREATE DATABASE airbyte_plain").await;
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        // One statement per call: DROP DATABASE cannot run in a multi-statement transaction.
+        admin.batch_execute(&sql).await.unwrap();
     }
-    let url = database_url("airbyte_plain");
+    let _cleanup = DropAfter {
+        url: cluster_url().to_string(),
+        sql: format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    };
+    let url = database_url(&name);
     let db = pg(&url).await;
     db.batch_execute("DROP EXTENSION IF EXISTS timescaledb CASCADE")
         .await
@@ -1001,5 +1193,4 @@ async fn plain_postgres_without_timescaledb_is_not_a_failure() {
     let records = second.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["record"]["data"]["id"], 501);
-    drop_schema(&db, &schema).await;
 }
