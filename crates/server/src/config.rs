@@ -41,17 +41,17 @@ impl<'de> Deserialize<'de> for Secret {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
-        enum Text {
-            Text(String),
+        enum Raw {
+            Str(String),
             Signed(i64),
             Unsigned(u64),
             Float(f64),
         }
-        Ok(Secret(match Text::deserialize(d)? {
-            Text::Text(s) => s,
-            Text::Signed(n) => n.to_string(),
-            Text::Unsigned(n) => n.to_string(),
-            Text::Float(n) => n.to_string(),
+        Ok(Secret(match Raw::deserialize(d)? {
+            Raw::Str(s) => s,
+            Raw::Signed(n) => n.to_string(),
+            Raw::Unsigned(n) => n.to_string(),
+            Raw::Float(n) => n.to_string(),
         }))
     }
 }

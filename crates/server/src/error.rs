@@ -6,7 +6,6 @@
 use tonic::{Code, Status};
 
 use crate::ticket::TicketError;
-use pgarrow;
 
 /// Everything a Flight call can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -24,6 +24,7 @@
 //! - [`ticket`]: versioned, HMAC-signed tickets; decoding never panics.
 //! - `plan`: descriptors → endpoints with tickets (chunk pruning); tickets → scans.
 //! - `scan`: the SQL of one endpoint and the COPY loop feeding a bounded channel.
+//! - `compressed`: compressed chunks read batch by batch, exploded into rows with positions.
 //! - `stream`: batches → Flight data with a resume ticket on each.
 //! - `metrics`: Prometheus names, the `/metrics` endpoint, the server-wide memory budget.
 //! - `service`: `impl FlightService`.
@@ -34,6 +35,7 @@
 
 mod catalog;
 pub mod cli;
+mod compressed;
 pub mod config;
 mod db;
 mod error;

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use protocol::{Bound, Command, EndpointKind, EndpointMetadata};
 
 use crate::catalog::{Chunk, Compressed, QualifiedName, Snapshot, Table, TableKind, TimeDimension};
+use crate::compressed::CompressedSource;
 use crate::error::Error;
 use crate::scan::{ScanSpec, TimeFilter};
 use crate::ticket::{BlockRange, TicketBody, TicketSigner, TimeBounds};
@@ -194,10 +195,16 @@ impl Planner {
                 {
                     let inside = start.is_none_or(|s| chunk.range_start >= s)
                         && end.is_none_or(|e| chunk.range_end <= e);
+                    let (compressed_schema, compressed_name) = match &chunk.compressed {
+                        Some(c) => (c.relation.schema.clone(), c.relation.name.clone()),
+                        None => Default::default(),
+                    };
                     let body = TicketBody {
                         scan_schema: chunk.name.schema.clone(),
                         scan_name: chunk.name.name.clone(),
                         relfilenode: chunk.relfilenode,
+                        compressed_schema,
+                        compressed_name,
                         bounds: (!inside).then(|| TimeBounds {
                             column: dimension.column.clone(),
                             start,
@@ -315,14 +322,16 @@ impl Planner {
                 table.name
             ))
         };
+        let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
+        let mut compressed = None;
         let (only, with_tid, dimension) = match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
                 let chunk = chunks
                     .iter()
                     .find(|c| c.name == scanned)
                     .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
-                // A compressed chunk's heap is not where its rows live: no ctid positions.
-                (false, chunk.compressed.is_none(), Some(dimension))
+                compressed = self.compressed_source(table, chunk, dimension, wanted, body)?;
+                (false, true, Some(dimension))
             }
             TableKind::Partitioned { partitions } => {
                 let part = partitions
@@ -336,7 +345,6 @@ impl Planner {
             TableKind::HypertableRoot if scanned == table.name => (false, false, None),
             TableKind::Plain { .. } | TableKind::HypertableRoot => return Err(not_part()),
         };
-        let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
         let changed = |_| Error::Rewritten(format!("{} (its columns changed)", table.name));
         let columns = self.columns(table, wanted).map_err(changed)?;
         let schema = self.table_schema(table, wanted).map_err(changed)?;
@@ -376,9 +384,59 @@ impl Planner {
                 snapshot: db_snapshot,
                 batch_rows: self.batch_rows,
                 statement_timeout: self.statement_timeout,
+                compressed,
             },
             schema,
         ))
+    }
+
+    /// For a compressed chunk, what its scan needs; the ticket must have been issued for the same
+    /// compressed state (compressing, decompressing or converting a chunk voids its positions).
+    fn compressed_source(
+        &self,
+        table: &Table,
+        chunk: &Chunk,
+        dimension: &TimeDimension,
+        wanted: Option<&[String]>,
+        body: &TicketBody,
+    ) -> Result<Option<CompressedSource>, Error> {
+        let issued_for = QualifiedName::new(&body.compressed_schema, &body.compressed_name);
+        let rewritten =
+            || Error::Rewritten(format!("{} (compressed or decompressed since)", chunk.name));
+        let Some(c) = &chunk.compressed else {
+            return if body.compressed_name.is_empty() {
+                Ok(None)
+            } else {
+                Err(rewritten())
+            };
+        };
+        if c.relation != issued_for {
+            return Err(rewritten());
+        }
+        let typed = |name: &str| {
+            table
+                .columns
+                .iter()
+                .find(|col| col.name == name)
+                .map(|col| (col.name.clone(), col.pg_type.clone()))
+        };
+        let columns = match wanted {
+            None => table
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.pg_type.clone()))
+                .collect(),
+            Some(names) => names.iter().filter_map(|n| typed(n)).collect(),
+        };
+        Ok(Some(CompressedSource {
+            relation: c.relation.clone(),
+            columns,
+            time_column: typed(&dimension.column),
+            resume: body
+                .resume_batch
+                .as_ref()
+                .and_then(|p| p.batch.as_ref().map(|t| (t.into(), p.rows_done))),
+        }))
     }
 }
 

@@ -14,10 +14,13 @@ use deadpool_postgres::{Object, Pool};
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 
+use arrow::array::RecordBatch;
+
 use crate::catalog::{quote_ident, QualifiedName, TimeDimension};
+use crate::compressed::{self, CompressedSource, Exploder};
 use crate::error::{DbError, Error};
 use crate::metrics::{MemoryBudget, Metrics, Reservation};
-use pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, DecodedBatch, Tid};
+use pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, Tid};
 
 /// Decoded bytes after which a batch is cut even if it has fewer than `batch_rows` rows, so wide rows
 /// cannot make one batch (and one gRPC message) arbitrarily large.
@@ -62,6 +65,31 @@ pub struct ScanSpec {
     pub batch_rows: usize,
     /// Database-side limit on the COPY.
     pub statement_timeout: Duration,
+    /// A compressed chunk: its compressed batches are read first (unless `resume_after` says the
+    /// heap part has begun), then its heap.
+    pub compressed: Option<CompressedSource>,
+}
+
+/// Where the last row of a batch sits, for its resume ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Position {
+    /// A heap row's ctid.
+    Heap(Tid),
+    /// Inside a compressed chunk's batches: the batch's ctid and how many of its rows are done.
+    Batch {
+        /// The compressed batch.
+        tid: Tid,
+        /// Rows of that batch delivered (or filtered out), in stored order.
+        rows_done: u32,
+    },
+}
+
+/// A batch of a scan and the position of its last row (none where the read has no positions).
+pub struct ScanBatch {
+    /// The rows.
+    pub batch: RecordBatch,
+    /// Resume after this.
+    pub position: Option<Position>,
 }
 
 impl ScanSpec {
@@ -132,7 +160,7 @@ fn literal(dim: &TimeDimension, value: i64) -> String {
 }
 
 /// What arrives from a scan: a batch with the budget it holds, or the error that ended the scan.
-pub type ScanItem = Result<(DecodedBatch, Reservation), Error>;
+pub type ScanItem = Result<(ScanBatch, Reservation), Error>;
 
 /// Runs scans: the pool they read from, the server-wide cap on running scans, and the memory budget
 /// for batches waiting to be sent.
@@ -227,7 +255,7 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
 }
 
 /// Reserves budget for `batch` and sends it; false when the receiver went away meanwhile.
-async fn hand_on(batch: DecodedBatch, budget: &MemoryBudget, tx: &mpsc::Sender<ScanItem>) -> bool {
+async fn hand_on(batch: ScanBatch, budget: &MemoryBudget, tx: &mpsc::Sender<ScanItem>) -> bool {
     let reserved = tokio::select! {
         r = budget.reserve(batch.batch.get_array_memory_size()) => r,
         _ = tx.closed() => return false,
@@ -251,21 +279,40 @@ async fn copy_into(
         .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
         .start()
         .await?;
+    prepare(&txn, spec).await?;
+    let read_all = match &spec.compressed {
+        None => copy_heap(&txn, spec, budget, tx).await?,
+        Some(source) => copy_compressed_chunk(&txn, spec, source, budget, tx).await?,
+    };
+    if read_all {
+        txn.commit().await?;
+    }
+    Ok(read_all)
+}
+
+/// Session settings, the lock, and the check that the relation is the one the ticket was issued for.
+async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Result<(), Error> {
     // SET TRANSACTION SNAPSHOT must come before any query of the transaction.
     let attach = match &spec.snapshot {
         Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
         None => String::new(),
     };
+    let mut lock = format!(
+        "LOCK TABLE {}{}",
+        if spec.only { "ONLY " } else { "" },
+        spec.relation.quoted()
+    );
+    if let Some(c) = &spec.compressed {
+        lock.push_str(&format!(", {}", c.relation.quoted()));
+    }
     // Resume positions need rows in ctid order: no synchronized seq scans (they start mid-table), no
     // parallel workers, and no index scans (a time window would come back in index order). Bitmap
     // heap scans visit blocks in order and stay allowed.
     txn.batch_execute(&format!(
         "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
          SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
-         SET LOCAL enable_indexonlyscan = off; LOCK TABLE {}{} IN ACCESS SHARE MODE",
+         SET LOCAL enable_indexonlyscan = off; {lock} IN ACCESS SHARE MODE",
         spec.statement_timeout.as_millis(),
-        if spec.only { "ONLY " } else { "" },
-        spec.relation.quoted()
     ))
     .await?;
     // Tickets are bound to the relation's storage: after a rewrite their block positions are void.
@@ -278,12 +325,115 @@ async fn copy_into(
     if row.get::<_, u32>(0) != spec.relfilenode {
         return Err(Error::Rewritten(spec.relation.to_string()));
     }
+    Ok(())
+}
+
+/// A compressed chunk: its batches with positions, then the rows inserted into its heap since it was
+/// compressed. Where the batches cannot be read with positions, the chunk is read in one pass.
+async fn copy_compressed_chunk(
+    txn: &tokio_postgres::Transaction<'_>,
+    spec: &ScanSpec,
+    source: &CompressedSource,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+) -> Result<bool, Error> {
+    if spec.resume_after.is_none() {
+        match compressed::layout(txn, &spec.relation, source, spec.filter.as_ref()).await? {
+            Some(layout) => {
+                if !copy_batches(txn, spec, source, layout, budget, tx).await? {
+                    return Ok(false);
+                }
+            }
+            None => {
+                tracing::info!(chunk = %spec.relation, "compressed chunk read in one pass, without resume positions (array columns, or columns added after compression)");
+                let whole = ScanSpec {
+                    with_tid: false,
+                    compressed: None,
+                    ..spec.clone()
+                };
+                return copy_heap(txn, &whole, budget, tx).await;
+            }
+        }
+    }
+    // With TimescaleDB's columnar scan off, the chunk is its heap alone: rows inserted since
+    // compression, which have ctids.
+    txn.batch_execute("SET LOCAL timescaledb.enable_columnarscan = off")
+        .await?;
+    copy_heap(txn, spec, budget, tx).await
+}
+
+/// The compressed part: one COPY row per batch, exploded into rows with positions.
+async fn copy_batches(
+    txn: &tokio_postgres::Transaction<'_>,
+    spec: &ScanSpec,
+    source: &CompressedSource,
+    layout: compressed::Layout,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+) -> Result<bool, Error> {
+    // One decoded row per compressed batch, so each comes with its own ctid.
+    let limits = BatchLimits {
+        rows: 1,
+        bytes: MAX_BATCH_BYTES,
+    };
+    let mut decoder = CopyDecoder::new(layout.plans(), true, limits);
+    let copy = txn.copy_out(layout.sql()).await?;
+    let schema = crate::plan::schema_of(&spec.columns);
+    let mut exploder = Exploder::new(layout, schema, source, spec.filter.clone(), spec.batch_rows);
+    let mut ready = Vec::new();
+    futures::pin_mut!(copy);
+    loop {
+        let data: bytes::Bytes = tokio::select! {
+            biased;
+            _ = tx.closed() => return Ok(false),
+            next = copy.next() => match next {
+                Some(data) => data?,
+                None => break,
+            },
+        };
+        decoder.push(&data)?;
+        while let Some(decoded) = decoder.next_batch() {
+            exploder.push(decoded, &mut ready)?;
+        }
+        for batch in ready.drain(..) {
+            if !hand_on(batch, budget, tx).await {
+                return Ok(false);
+            }
+        }
+    }
+    let first = decoder.finish()?;
+    for decoded in first
+        .into_iter()
+        .chain(std::iter::from_fn(|| decoder.next_batch()))
+    {
+        exploder.push(decoded, &mut ready)?;
+    }
+    ready.extend(exploder.finish()?);
+    for batch in ready {
+        if !hand_on(batch, budget, tx).await {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A heap read: rows in ctid order, each batch with the ctid of its last row when `with_tid`.
+async fn copy_heap(
+    txn: &tokio_postgres::Transaction<'_>,
+    spec: &ScanSpec,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+) -> Result<bool, Error> {
     let limits = BatchLimits {
         rows: spec.batch_rows,
         bytes: MAX_BATCH_BYTES,
     };
     let mut decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
     let copy = txn.copy_out(&spec.copy_sql()).await?;
+    let heap = |d: pgarrow::DecodedBatch| ScanBatch {
+        batch: d.batch,
+        position: d.last_tid.map(Position::Heap),
+    };
     futures::pin_mut!(copy);
     loop {
         // A client that goes away is noticed even while the database is slow to send.
@@ -297,7 +447,7 @@ async fn copy_into(
         };
         decoder.push(&data)?;
         while let Some(batch) = decoder.next_batch() {
-            if !hand_on(batch, budget, tx).await {
+            if !hand_on(heap(batch), budget, tx).await {
                 return Ok(false);
             }
         }
@@ -308,11 +458,10 @@ async fn copy_into(
         .into_iter()
         .chain(std::iter::from_fn(|| decoder.next_batch()))
     {
-        if !hand_on(batch, budget, tx).await {
+        if !hand_on(heap(batch), budget, tx).await {
             return Ok(false);
         }
     }
-    txn.commit().await?;
     Ok(true)
 }
 
@@ -354,6 +503,7 @@ mod tests {
             snapshot: None,
             batch_rows: 10,
             statement_timeout: Duration::from_secs(1),
+            compressed: None,
         }
     }
 

@@ -21,10 +21,11 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::Catalog;
 use crate::error::{DbError, Error};
 use crate::metrics::Metrics;
-use crate::plan::{schema_of, Planner, TableRequest};
-use crate::scan::Scanner;
+use crate::plan::{Planner, TableRequest};
+use crate::scan::{Position, Scanner};
 use crate::snapshot::Snapshots;
 use crate::stream::{count_error, flight_data};
+use crate::ticket::BatchPosition;
 
 /// The Flight service.
 pub struct Service {
@@ -140,9 +141,20 @@ impl Service {
         let batches = self.scanner.start(spec, on_complete);
         let signer = self.planner.signer.clone();
         let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
-        let resume = move |tid: pgarrow::Tid| {
+        let resume = move |position: Position| {
+            let (resume_after, resume_batch) = match position {
+                Position::Heap(tid) => (Some(tid.into()), None),
+                Position::Batch { tid, rows_done } => (
+                    None,
+                    Some(BatchPosition {
+                        batch: Some(tid.into()),
+                        rows_done,
+                    }),
+                ),
+            };
             signer.sign(&crate::ticket::TicketBody {
-                resume_after: Some(tid.into()),
+                resume_after,
+                resume_batch,
                 expires_at_ms: now_ms().saturating_add(ttl_ms),
                 ..body.clone()
             })

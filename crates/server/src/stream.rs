@@ -14,8 +14,7 @@ use tonic::Status;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::scan::ScanItem;
-use pgarrow::Tid;
+use crate::scan::{Position, ScanItem};
 
 /// One DoGet stream's life: counted as active while it exists, logged once when it ends.
 struct Active {
@@ -58,7 +57,7 @@ pub fn flight_data(
     schema: SchemaRef,
     relation: String,
     batches: mpsc::Receiver<ScanItem>,
-    resume_ticket: impl Fn(Tid) -> Bytes + Send + 'static,
+    resume_ticket: impl Fn(Position) -> Bytes + Send + 'static,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
     let options = IpcWriteOptions::default();
@@ -91,8 +90,8 @@ pub fn flight_data(
             metrics.bytes.inc_by(bytes);
             active.rows += rows;
             active.bytes += bytes;
-            Ok(match decoded.last_tid {
-                Some(tid) => data.with_app_metadata(resume_ticket(tid)),
+            Ok(match decoded.position {
+                Some(p) => data.with_app_metadata(resume_ticket(p)),
                 None => data,
             })
         });
