@@ -226,12 +226,32 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
         .await
         .unwrap_err();
     assert_eq!(code(e), tonic::Code::NotFound);
-    // A chunk is not a table, even by its real name.
+    // A chunk is not a table, even by its real name: the name the plan gives, of a chunk that
+    // exists (a made-up name would be NOT_FOUND whatever the server did).
+    let info = client
+        .get_flight_info(path("public", "metrics"))
+        .await
+        .unwrap();
+    let meta: Value = serde_json::from_slice(&info.endpoint[0].app_metadata).unwrap();
+    let chunk = meta["chunk"].as_str().unwrap();
+    let (chunk_schema, chunk_name) = chunk.split_once('.').unwrap();
+    let db = pg(fixture_url()).await;
+    let exists: bool = db
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&chunk])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(exists, "{chunk} exists");
     let e = client
-        .get_flight_info(path("_timescaledb_internal", "_hyper_1_1_chunk"))
+        .get_flight_info(path(chunk_schema, chunk_name))
         .await
         .unwrap_err();
-    assert_eq!(code(e), tonic::Code::NotFound);
+    assert_eq!(code(e), tonic::Code::NotFound, "{chunk}");
+    let e = client
+        .get_schema(path(chunk_schema, chunk_name))
+        .await
+        .unwrap_err();
+    assert_eq!(code(e), tonic::Code::NotFound, "{chunk}");
     let e = client
         .get_flight_info(arrow_flight::FlightDescriptor::new_path(vec![
             "public".into()

@@ -175,29 +175,52 @@ async fn tampered_expired_and_foreign_tickets_are_refused() {
     assert!(read_ticket(&mut client, first_ticket(&info)).await.is_ok());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vacuum_full_between_batches_is_failed_precondition() {
+/// Reads one batch of the first chunk of a private hypertable, runs `rewrite` (with `{chunk}` and
+/// `{index}` replaced by that chunk and its time index), and requires the resume ticket to be
+/// refused with FAILED_PRECONDITION; a fresh plan then reads the table as SQL sees it.
+async fn rewrite_between_batches_is_failed_precondition(prefix: &str, rewrite: &str) {
     let db = pg(fixture_url()).await;
-    let schema = format!("t_vacuum_{}", std::process::id());
+    let schema = format!("{prefix}_{}", std::process::id());
     private_hypertable(&db, &schema, 2).await;
     let server = TestServer::start(config(fixture_url())).await;
     let mut client = server.client().await;
     let info = client.get_flight_info(path(&schema, "m")).await.unwrap();
     assert_eq!(info.endpoint.len(), 2);
+    let chunk = chunk_of(&info, 0);
+    let index: String = db
+        .query_one(
+            "SELECT quote_ident(c.relname) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+             WHERE i.indrelid = $1::text::regclass",
+            &[&chunk],
+        )
+        .await
+        .unwrap()
+        .get(0);
 
     let first = read_batches(&mut client, first_ticket(&info), 1)
         .await
         .unwrap();
-    // Let the cancelled scan release its lock, then rewrite the chunk.
-    db.batch_execute(&format!("VACUUM FULL {}", chunk_of(&info, 0)))
-        .await
-        .unwrap();
+    // The rewrite waits for the cancelled scan to release its lock.
+    let sql = rewrite
+        .replace("{chunk}", &chunk)
+        .replace("{index}", &index);
+    let before = relfilenode_of(&db, &chunk).await;
+    db.batch_execute(&sql).await.unwrap();
+    assert_ne!(
+        relfilenode_of(&db, &chunk).await,
+        before,
+        "{sql} gave the chunk new storage"
+    );
     let e = read_ticket(&mut client, Ticket::new(first.resume[0].clone()))
         .await
         .err()
         .unwrap();
     let s = status(e);
-    assert_eq!(s.code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        s.code(),
+        tonic::Code::FailedPrecondition,
+        "after {sql}: {s:?}"
+    );
     assert!(s.message().contains("re-plan"), "{}", s.message());
     // Re-planning reads the rewritten chunk completely.
     action_json(&mut client, "refresh").await;
@@ -205,6 +228,64 @@ async fn vacuum_full_between_batches_is_failed_precondition() {
     let want = metrics_rows_sql(&db, &metrics_canonical_sql(&format!("{schema}.m"))).await;
     assert_same_rows(&metrics_rows(&read_all(&server, &info).await), &want);
     drop_schema(&db, &schema).await;
+}
+
+async fn relfilenode_of(db: &tokio_postgres::Client, relation: &str) -> u32 {
+    db.query_one(
+        "SELECT relfilenode FROM pg_class WHERE oid = $1::text::regclass",
+        &[&relation],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_full_between_batches_is_failed_precondition() {
+    rewrite_between_batches_is_failed_precondition("t_vacuum", "VACUUM FULL {chunk}").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_between_batches_is_failed_precondition() {
+    rewrite_between_batches_is_failed_precondition("t_cluster", "CLUSTER {chunk} USING {index}")
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_of_a_chunk_between_batches_is_failed_precondition() {
+    rewrite_between_batches_is_failed_precondition("t_truncate", "TRUNCATE {chunk}").await;
+}
+
+/// The same for a plain table: its tickets are bound to its storage too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_of_a_plain_table_between_batches_is_failed_precondition() {
+    let db = pg(fixture_url()).await;
+    let s = padded_table(&db, "t_truncate_plain", 20_000, 100).await;
+    let server = TestServer::start(config(fixture_url())).await;
+    let mut client = server.client().await;
+    let info = client.get_flight_info(path(&s, "big")).await.unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+    let first = read_batches(&mut client, first_ticket(&info), 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        row_count(&first.batches),
+        TEST_BATCH_ROWS,
+        "more batches follow"
+    );
+    let table = format!("{s}.big");
+    let before = relfilenode_of(&db, &table).await;
+    db.batch_execute(&format!("TRUNCATE {table}"))
+        .await
+        .unwrap();
+    assert_ne!(relfilenode_of(&db, &table).await, before);
+    let e = read_ticket(&mut client, Ticket::new(first.resume[0].clone()))
+        .await
+        .err()
+        .unwrap();
+    let st = status(e);
+    assert_eq!(st.code(), tonic::Code::FailedPrecondition, "{st:?}");
+    drop_schema(&db, &s).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,12 +300,29 @@ async fn dropped_chunk_is_not_found_for_that_endpoint_only() {
     let info = client.get_flight_info(path(&schema, "m")).await.unwrap();
     assert_eq!(info.endpoint.len(), 3);
     let dropped = chunk_of(&info, 0);
+    let chunks = || {
+        let (db, q) = (
+            &db,
+            format!("SELECT c::text FROM show_chunks('{schema}.m') c"),
+        );
+        async move {
+            db.query(&q, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<String>>()
+        }
+    };
+    assert!(chunks().await.contains(&dropped), "{dropped} is a chunk");
 
-    db.batch_execute(&format!(
-        "SELECT drop_chunks('{schema}.m', older_than => timestamptz '2026-10-02 00:00:00+00')"
-    ))
-    .await
-    .unwrap();
+    // Exactly the planned chunk goes, by the name the plan gave.
+    db.batch_execute(&format!("DROP TABLE {dropped}"))
+        .await
+        .unwrap();
+    let left = chunks().await;
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(!left.contains(&dropped));
     let e = read_ticket(&mut client, first_ticket(&info))
         .await
         .err()

@@ -94,3 +94,46 @@ async fn parallel_read_under_writes_equals_the_snapshot() {
     assert_eq!(code(e), tonic::Code::FailedPrecondition);
     drop_schema(&db, &schema).await;
 }
+
+/// At most 8 consistent snapshots are held: the 9th plan is RESOURCE_EXHAUSTED, and once one plan
+/// has been read to its end (its snapshot released) a new one is granted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ninth_held_snapshot_is_resource_exhausted() {
+    let server = TestServer::start(config(fixture_url())).await;
+    let mut client = server.client().await;
+    let consistent = || {
+        FlightDescriptor::new_cmd(
+            json!({"table": "public.devices", "consistent_snapshot": true}).to_string(),
+        )
+    };
+    let mut held = Vec::new();
+    // The README's figure.
+    const MAX_HELD: usize = 8;
+    for i in 0..MAX_HELD {
+        let info = client
+            .get_flight_info(consistent())
+            .await
+            .unwrap_or_else(|e| panic!("snapshot {}: {e}", i + 1));
+        held.push(info);
+    }
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 8);
+
+    let e = client.get_flight_info(consistent()).await.unwrap_err();
+    assert_eq!(code(e), tonic::Code::ResourceExhausted);
+    assert_eq!(
+        action_json(&mut client, "stats").await["held_snapshots"],
+        8,
+        "the refused plan holds nothing"
+    );
+    // A plan without a snapshot is not limited.
+    client
+        .get_flight_info(path("public", "devices"))
+        .await
+        .unwrap();
+
+    let done = read_all(&server, &held.pop().unwrap()).await;
+    assert_eq!(row_count(&done), 100);
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 7);
+    client.get_flight_info(consistent()).await.unwrap();
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 8);
+}

@@ -1,9 +1,11 @@
 //! Test support: the project's real TimescaleDB cluster with the sample fixture, an in-process server
 //! on a free port, a Flight client, and helpers to compare what Flight returns with what SQL returns.
 
+use std::future::Future;
 use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::{
@@ -312,6 +314,98 @@ pub async fn scratch_schema(db: &tokio_postgres::Client, prefix: &str) -> String
     let s = format!("{prefix}_{}", std::process::id());
     db.batch_execute(&format!(
         "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s};"
+    ))
+    .await
+    .unwrap();
+    s
+}
+
+/// A fresh, empty database named `<prefix>_<pid>` on the cluster, for a test that changes
+/// database-wide state (grants, extensions): two suites running at once never share it. Returns its
+/// URL. Remove it with [`drop_database`].
+pub async fn scratch_database(prefix: &str) -> String {
+    let name = format!("{prefix}_{}", std::process::id());
+    let admin = pg(cluster_url()).await;
+    // Two statements, not one string: neither may run inside the implicit transaction of a batch.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        admin
+            .batch_execute(&sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    }
+    database_url(&name)
+}
+
+/// Drops a database made by [`scratch_database`], closing any session still on it (a server's
+/// pool may keep connections open a moment after the server stopped).
+pub async fn drop_database(url: &str) {
+    let name = &url[url.rfind('/').unwrap() + 1..];
+    pg(cluster_url())
+        .await
+        .batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .await
+        .unwrap_or_else(|e| panic!("drop database {name}: {e:?}"));
+}
+
+/// `psql` for `url`, from the same PostgreSQL installation `scripts/cluster.sh` runs (its `psql`
+/// command), never whichever psql is first on PATH. Quiet, no psqlrc, stops at the first error; add
+/// `-c SQL` or `-f FILE`.
+pub fn psql(url: &str) -> Command {
+    cluster_url(); // cluster.sh psql requires a running cluster
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/cluster.sh")).args([
+        "psql",
+        "-d",
+        url,
+        "-X",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ]);
+    cmd
+}
+
+/// Polls `check` every 50 ms until it holds and returns how long that took; panics naming `what`
+/// once `limit` has passed. For conditions that become true "soon" (a query leaving
+/// pg_stat_activity, gauges falling to 0): the test asserts that they happen, and `limit` is
+/// generous enough that a loaded 2-core machine never reaches it unless something is wrong.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not so after {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A scratch schema (see [`scratch_schema`]) holding `big (id int, pad text)`: `rows` rows whose
+/// `pad` is `pad_bytes` of 'x' (kept under TOAST's threshold, so the heap really is that large).
+/// For tests that need a stream longer than HTTP/2 windows and socket buffers can hold, or batches
+/// of a known size. Returns the schema; remove it with [`drop_schema`].
+pub async fn padded_table(
+    db: &tokio_postgres::Client,
+    prefix: &str,
+    rows: i64,
+    pad_bytes: usize,
+) -> String {
+    assert!(
+        pad_bytes < 1900,
+        "a wider row would be TOASTed and compressed"
+    );
+    let s = scratch_schema(db, prefix).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE {s}.big AS SELECT g::int AS id, repeat('x', {pad_bytes}) AS pad
+           FROM generate_series(1, {rows}) g;
+         ANALYZE {s}.big;"
     ))
     .await
     .unwrap();
