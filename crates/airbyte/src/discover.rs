@@ -3,7 +3,6 @@
 //! hypertable's source-defined cursor) and the primary key are the [`TableFacts`] the server
 //! publishes in that schema's metadata: the source never asks PostgreSQL for them.
 
-use std::collections::HashMap;
 use std::path::Path;
 
 use arrow::datatypes::Schema;
@@ -104,12 +103,7 @@ pub async fn list_tables(source: &FlightSource, schemas: &[String]) -> Result<Ve
 
 /// The [`TableFacts`] the server put in `schema`'s metadata; `None` from a server that sends none.
 pub(crate) fn facts(schema: &Schema) -> Option<TableFacts> {
-    let metadata: HashMap<String, String> = schema
-        .metadata()
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    TableFacts::from_metadata(&metadata)
+    TableFacts::from_lookup(|key| schema.metadata().get(key).cloned())
 }
 
 /// The time dimension of a hypertable's `schema` (from its [`TableFacts`]), if it has one and the

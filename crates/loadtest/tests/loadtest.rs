@@ -11,13 +11,6 @@ fn server_bin() -> std::path::PathBuf {
     testkit::workspace_bin("hyperflight")
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
 /// Runs the load test binary with `args`; the load goes to 127.0.0.1 only.
 async fn loadtest(args: &[&str]) -> (Output, String) {
     let out = tokio::process::Command::new(LOADTEST)

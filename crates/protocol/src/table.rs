@@ -56,15 +56,20 @@ impl TableFacts {
 
     /// Reads the facts back from schema metadata; `None` when the schema carries none.
     pub fn from_metadata(m: &HashMap<String, String>) -> Option<TableFacts> {
-        let kind =
-            serde_json::from_value(serde_json::Value::String(m.get(KIND_KEY)?.clone())).ok()?;
-        let primary_key = match m.get(PRIMARY_KEY_KEY) {
-            Some(text) => serde_json::from_str(text).ok()?,
+        Self::from_lookup(|key| m.get(key).cloned())
+    }
+
+    /// The same from any metadata map (Arrow's schema metadata is a type of its own), through its
+    /// lookup.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Option<TableFacts> {
+        let kind = serde_json::from_value(serde_json::Value::String(get(KIND_KEY)?)).ok()?;
+        let primary_key = match get(PRIMARY_KEY_KEY) {
+            Some(text) => serde_json::from_str(&text).ok()?,
             None => Vec::new(),
         };
         Some(TableFacts {
             kind,
-            time_column: m.get(TIME_COLUMN_KEY).cloned(),
+            time_column: get(TIME_COLUMN_KEY),
             primary_key,
         })
     }

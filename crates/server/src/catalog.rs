@@ -178,6 +178,20 @@ pub enum TableKind {
         /// Main-fork size in blocks, for splitting the table into block ranges.
         blocks: i64,
     },
+    /// A continuous aggregate: its view, read as the chunks of its materialization hypertable
+    /// (below the watermark) plus, when real-time aggregation is on, the view above the watermark.
+    ContinuousAggregate {
+        /// The bucket column: the materialization hypertable's time dimension.
+        dimension: TimeDimension,
+        /// The materialization hypertable's chunks, in range order.
+        chunks: Vec<Chunk>,
+        /// TimescaleDB's id of the materialization hypertable (for its watermark).
+        mat_hypertable_id: i32,
+        /// `materialized_only = false`: rows above the watermark are aggregated on the fly.
+        realtime: bool,
+    },
+    /// A view or populated materialized view, read in one pass.
+    View,
     /// A hypertable served as one plain relation (chunk-aware serving off, or TimescaleDB's catalog
     /// unreadable): read through its root, children included, without ctid positions.
     HypertableRoot,
@@ -211,6 +225,11 @@ impl Table {
                 Some(dimension.column.clone()),
             ),
             TableKind::HypertableRoot => (protocol::TableKind::Hypertable, None),
+            TableKind::ContinuousAggregate { dimension, .. } => (
+                protocol::TableKind::ContinuousAggregate,
+                Some(dimension.column.clone()),
+            ),
+            TableKind::View => (protocol::TableKind::View, None),
             TableKind::Partitioned { .. } => (protocol::TableKind::Partitioned, None),
             TableKind::Plain { .. } => (protocol::TableKind::Table, None),
         };
@@ -227,6 +246,8 @@ impl Table {
 pub struct Snapshot {
     /// Installed TimescaleDB version, if the extension is present.
     pub timescaledb_version: Option<String>,
+    /// Why discovery fell back to serving hypertables as plain tables, if it did.
+    pub degraded: Option<String>,
     tables: BTreeMap<QualifiedName, Arc<Table>>,
 }
 
@@ -288,6 +309,35 @@ impl Catalog {
             .map_err(|e| (*e).clone())
     }
 
+    /// A continuous aggregate's watermark now: materialized rows lie below it (internal units).
+    /// Read in the exported snapshot `db_snapshot` when given.
+    pub async fn watermark(
+        &self,
+        mat_hypertable_id: i32,
+        db_snapshot: Option<&str>,
+    ) -> Result<i64, DbError> {
+        let mut client = self.pool.get().await?;
+        let txn = client
+            .build_transaction()
+            .read_only(true)
+            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+            .start()
+            .await?;
+        if let Some(id) = db_snapshot {
+            // An id the server made itself (pg_export_snapshot), validated by the snapshot store.
+            txn.batch_execute(&format!("SET TRANSACTION SNAPSHOT '{id}'"))
+                .await?;
+        }
+        let row = txn
+            .query_one(
+                "SELECT _timescaledb_functions.cagg_watermark($1)",
+                &[&mat_hypertable_id],
+            )
+            .await?;
+        txn.commit().await?;
+        Ok(row.get::<_, Option<i64>>(0).unwrap_or(i64::MIN))
+    }
+
     /// Discovers again now and replaces the cached result (background re-discovery).
     pub async fn refresh(&self) -> Result<Arc<Snapshot>, DbError> {
         let snapshot = Arc::new(self.discover().await?);
@@ -308,6 +358,7 @@ impl Catalog {
             .await?
             .map(|r| r.get(0));
 
+        let mut degraded = None;
         let hyper = match (&version, self.timescaledb_support) {
             (Some(_), true) => match discover_hypertables(&client).await {
                 Ok(h) => h,
@@ -316,7 +367,13 @@ impl Catalog {
                     if matches!(e, DbError::Unavailable(_)) {
                         return Err(e);
                     }
-                    tracing::warn!(error = %e, "TimescaleDB discovery failed; serving plain tables only");
+                    // Never silent: logged, counted, and reported by `health`.
+                    tracing::warn!(error = %e, "TimescaleDB discovery failed; serving hypertables as plain tables, one endpoint each");
+                    self.metrics.discovery_fallbacks.inc();
+                    degraded = Some(format!(
+                        "TimescaleDB's catalog could not be read ({}); hypertables are served through their root, one endpoint each, without chunk pruning or resume tickets",
+                        e.category()
+                    ));
                     Hypertables::default()
                 }
             },
@@ -337,10 +394,12 @@ impl Catalog {
                             JOIN pg_catalog.pg_namespace kn ON kn.oid = k.relnamespace
                             WHERE i.inhparent = c.oid AND kn.nspname LIKE '\\_timescaledb%'),
                         c.relkind = 'p',
-                        pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8
+                        pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8,
+                        c.relkind IN ('v', 'm')
                  FROM pg_catalog.pg_class c
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                 WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition
+                 WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
+                   AND (c.relkind <> 'm' OR c.relispopulated)
                    AND n.nspname <> ALL ($1::text[]) AND n.nspname NOT LIKE 'pg\\_%'
                    AND n.nspname NOT LIKE '\\_timescaledb%'
                    AND (cardinality($2::text[]) = 0 OR n.nspname = ANY ($2::text[]))
@@ -349,55 +408,10 @@ impl Catalog {
             )
             .await?;
         let mut partitioned = Vec::new();
-        let mut tables = Vec::with_capacity(rows.len());
-        for row in rows {
-            let oid: u32 = row.get(0);
-            if hyper.chunk_oids.contains(&oid) {
-                continue; // a chunk that lives outside the internal schema
-            }
-            // NULL sizes: the table was dropped while this query ran.
-            let (Some(table_size), Some(blocks)) =
-                (row.get::<_, Option<i64>>(5), row.get::<_, Option<i64>>(8))
-            else {
-                continue;
-            };
-            let name = QualifiedName::new(row.get::<_, String>(1), row.get::<_, String>(2));
-            let (kind, size_bytes, estimated_rows) = match hyper.by_name.get(&name) {
-                Some((dimension, chunks)) => (
-                    TableKind::Hypertable {
-                        dimension: dimension.clone(),
-                        chunks: chunks.clone(),
-                    },
-                    chunks.iter().map(|c| c.size_bytes).sum(),
-                    sum_estimates(chunks.iter().map(|c| c.estimated_rows)),
-                ),
-                None => {
-                    let kind = if row.get::<_, bool>(6) {
-                        TableKind::HypertableRoot
-                    } else if row.get::<_, bool>(7) {
-                        partitioned.push(oid);
-                        TableKind::Partitioned {
-                            partitions: Vec::new(),
-                        }
-                    } else {
-                        TableKind::Plain { blocks }
-                    };
-                    (kind, table_size, estimate(row.get(4)))
-                }
-            };
-            tables.push((
-                oid,
-                Table {
-                    name,
-                    relfilenode: row.get(3),
-                    kind,
-                    columns: Vec::new(),
-                    size_bytes,
-                    estimated_rows,
-                    primary_key: Vec::new(),
-                },
-            ));
-        }
+        let tables: Vec<(u32, Table)> = rows
+            .iter()
+            .filter_map(|row| classify(row, &hyper, &mut partitioned))
+            .collect();
 
         let oids: Vec<u32> = tables.iter().map(|(oid, _)| *oid).collect();
         let mut columns = discover_columns(&client, &oids).await?;
@@ -424,9 +438,79 @@ impl Catalog {
         );
         Ok(Snapshot {
             timescaledb_version: version,
+            degraded,
             tables,
         })
     }
+}
+
+/// A row of the relation query as an exposed table (columns and keys come later); `None` for a
+/// chunk outside the internal schema, or a relation dropped while the query ran.
+fn classify(
+    row: &tokio_postgres::Row,
+    hyper: &Hypertables,
+    partitioned: &mut Vec<u32>,
+) -> Option<(u32, Table)> {
+    let oid: u32 = row.get(0);
+    if hyper.chunk_oids.contains(&oid) {
+        return None;
+    }
+    // NULL sizes: the table was dropped while this query ran.
+    let (Some(table_size), Some(blocks)) =
+        (row.get::<_, Option<i64>>(5), row.get::<_, Option<i64>>(8))
+    else {
+        return None;
+    };
+    let name = QualifiedName::new(row.get::<_, String>(1), row.get::<_, String>(2));
+    let parts = |chunks: &[Chunk]| {
+        (
+            chunks.iter().map(|c| c.size_bytes).sum(),
+            sum_estimates(chunks.iter().map(|c| c.estimated_rows)),
+        )
+    };
+    let (kind, size_bytes, estimated_rows) =
+        if let Some((dimension, chunks)) = hyper.by_name.get(&name) {
+            let (size, rows) = parts(chunks);
+            let kind = TableKind::Hypertable {
+                dimension: dimension.clone(),
+                chunks: chunks.clone(),
+            };
+            (kind, size, rows)
+        } else if let Some((mat, mat_hypertable_id, realtime)) = hyper.caggs.get(&name) {
+            let (dimension, chunks) = hyper.by_name.get(mat)?;
+            let (size, rows) = parts(chunks);
+            let kind = TableKind::ContinuousAggregate {
+                dimension: dimension.clone(),
+                chunks: chunks.clone(),
+                mat_hypertable_id: *mat_hypertable_id,
+                realtime: *realtime,
+            };
+            (kind, size, rows)
+        } else {
+            let kind = if row.get::<_, bool>(9) {
+                TableKind::View
+            } else if row.get::<_, bool>(6) {
+                TableKind::HypertableRoot
+            } else if row.get::<_, bool>(7) {
+                partitioned.push(oid);
+                TableKind::Partitioned {
+                    partitions: Vec::new(),
+                }
+            } else {
+                TableKind::Plain { blocks }
+            };
+            (kind, table_size, estimate(row.get(4)))
+        };
+    let table = Table {
+        name,
+        relfilenode: row.get(3),
+        kind,
+        columns: Vec::new(),
+        size_bytes,
+        estimated_rows,
+        primary_key: Vec::new(),
+    };
+    Some((oid, table))
 }
 
 /// Schemas never exposed, besides `pg_*` and `_timescaledb*`.
@@ -461,6 +545,8 @@ fn sum_estimates(parts: impl Iterator<Item = i64>) -> i64 {
 struct Hypertables {
     by_name: BTreeMap<QualifiedName, (TimeDimension, Vec<Chunk>)>,
     chunk_oids: HashSet<u32>,
+    /// Continuous aggregates by view: (materialization hypertable, its id, real-time).
+    caggs: BTreeMap<QualifiedName, (QualifiedName, i32, bool)>,
 }
 
 /// Hypertables with their first open dimension, and their chunks with that dimension's slice.
@@ -561,12 +647,28 @@ async fn discover_hypertables(
             compressed,
         });
     }
+    // Continuous aggregates (none on the Apache edition, where the catalog table is empty).
+    let caggs = client
+        .query(
+            "SELECT user_view_schema::text, user_view_name::text, mat_hypertable_id, NOT materialized_only
+             FROM _timescaledb_catalog.continuous_agg",
+            &[],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| {
+            let (mat, _, _) = by_id.get(&r.get::<_, i32>(2))?;
+            let view = QualifiedName::new(r.get::<_, String>(0), r.get::<_, String>(1));
+            Some((view, (mat.clone(), r.get(2), r.get(3))))
+        })
+        .collect();
     Ok(Hypertables {
         by_name: by_id
             .into_values()
             .map(|(name, dim, chunks)| (name, (dim, chunks)))
             .collect(),
         chunk_oids,
+        caggs,
     })
 }
 

@@ -68,6 +68,20 @@ pub enum DbError {
     Other(String),
 }
 
+impl DbError {
+    /// A short cause safe to show a client (no database text).
+    pub fn category(&self) -> &'static str {
+        match self {
+            DbError::Unavailable(_) => "database unavailable",
+            DbError::Cancelled => "statement timed out or was cancelled",
+            DbError::UndefinedTable => "relation does not exist",
+            DbError::Resources(_) => "database out of resources",
+            DbError::PermissionDenied => "permission denied",
+            DbError::Other(_) => "database error",
+        }
+    }
+}
+
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
         let detail = e.to_string();

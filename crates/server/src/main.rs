@@ -56,6 +56,7 @@ struct HealthArgs {
 }
 
 fn main() -> ExitCode {
+    return_large_buffers_to_the_os();
     let cli = Cli::parse();
     init_logging("info", cli.log_format);
     match cli.command {
@@ -78,6 +79,16 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Health(args) => run(health(args)),
+    }
+}
+
+/// Decoded batches are megabytes each. glibc raises its mmap threshold after the first such buffer
+/// is freed and then keeps later ones in its arenas, so RSS would grow with the number of streams
+/// rather than stay near `max_memory_mb`; a fixed threshold maps them and unmaps them when freed.
+fn return_large_buffers_to_the_os() {
+    // SAFETY: mallopt only changes allocator tuning; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
     }
 }
 

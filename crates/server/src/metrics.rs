@@ -37,6 +37,10 @@ pub const MEMORY_RESERVED: &str = "hyperflight_memory_reserved_bytes";
 pub const CACHE_HITS: &str = "hyperflight_discovery_cache_hits_total";
 /// Discovery run against the database.
 pub const CACHE_MISSES: &str = "hyperflight_discovery_cache_misses_total";
+/// Discoveries that fell back to a degraded mode (TimescaleDB's catalog unreadable).
+pub const DISCOVERY_FALLBACKS: &str = "hyperflight_discovery_fallbacks_total";
+/// Batches that waited for room in the `max_memory_mb` budget.
+pub const MEMORY_WAITS: &str = "hyperflight_memory_reservation_waits_total";
 /// Time from the start of an endpoint's scan to its last batch.
 pub const CHUNK_SECONDS: &str = "hyperflight_chunk_stream_seconds";
 
@@ -63,6 +67,10 @@ pub struct Metrics {
     pub cache_misses: IntCounter,
     /// Per-endpoint stream duration.
     pub chunk_seconds: Histogram,
+    /// Discoveries that fell back to serving hypertables as plain tables.
+    pub discovery_fallbacks: IntCounter,
+    /// Reservations that had to wait for budget.
+    pub memory_waits: IntCounter,
 }
 
 impl Default for Metrics {
@@ -101,6 +109,9 @@ impl Metrics {
         for code in [
             tonic::Code::InvalidArgument,
             tonic::Code::NotFound,
+            tonic::Code::PermissionDenied,
+            tonic::Code::DeadlineExceeded,
+            tonic::Code::Unimplemented,
             tonic::Code::FailedPrecondition,
             tonic::Code::Unauthenticated,
             tonic::Code::Unavailable,
@@ -120,6 +131,11 @@ impl Metrics {
             memory_reserved: gauge(MEMORY_RESERVED, "Bytes of decoded batches buffered now."),
             cache_hits: counter(CACHE_HITS, "Discovery served from the cache."),
             cache_misses: counter(CACHE_MISSES, "Discovery run against the database."),
+            discovery_fallbacks: counter(
+                DISCOVERY_FALLBACKS,
+                "Discoveries that served hypertables as plain tables because TimescaleDB's catalog could not be read.",
+            ),
+            memory_waits: counter(MEMORY_WAITS, "Batches that waited for room in the memory budget."),
             chunk_seconds: reg(
                 &registry,
                 Histogram::with_opts(
@@ -168,6 +184,8 @@ impl Metrics {
             "memory_reserved_bytes": self.memory_reserved.get(),
             "discovery_cache_hits": self.cache_hits.get(),
             "discovery_cache_misses": self.cache_misses.get(),
+            "discovery_fallbacks": self.discovery_fallbacks.get(),
+            "memory_reservation_waits_total": self.memory_waits.get(),
             "chunk_stream_seconds_count": self.chunk_seconds.get_sample_count(),
             "chunk_stream_seconds_sum": self.chunk_seconds.get_sample_sum(),
         })
@@ -211,7 +229,14 @@ impl MemoryBudget {
     /// waits for all of it, so it still goes through, alone. `None` once the budget is closed.
     pub async fn reserve(&self, bytes: usize) -> Option<Reservation> {
         let kib = (bytes.div_ceil(1024) as u64).clamp(1, u64::from(self.total_kib)) as u32;
-        let permit = self.kib.clone().acquire_many_owned(kib).await.ok()?;
+        let permit = match self.kib.clone().try_acquire_many_owned(kib) {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => return None,
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.metrics.memory_waits.inc();
+                self.kib.clone().acquire_many_owned(kib).await.ok()?
+            }
+        };
         let bytes = i64::from(kib) * 1024;
         self.metrics.memory_reserved.add(bytes);
         Some(Reservation {

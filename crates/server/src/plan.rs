@@ -164,16 +164,24 @@ impl Planner {
     }
 
     /// Plans `req` against `snapshot`: schema, endpoints and estimates. Tickets expire at
-    /// `expires_at_ms` and read the exported snapshot `db_snapshot`, if any.
+    /// `expires_at_ms` and read the exported snapshot `db_snapshot`, if any. `watermark` is a
+    /// real-time continuous aggregate's materialization watermark, read for this plan.
     pub fn plan(
         &self,
         snapshot: &Snapshot,
         req: &TableRequest,
         expires_at_ms: i64,
         db_snapshot: Option<&str>,
+        watermark: Option<i64>,
     ) -> Result<Plan, Error> {
         let table = self.table(snapshot, &req.table)?;
-        let schema = self.table_schema(table, req.columns.as_deref())?;
+        let mut plan = Plan {
+            schema: self.table_schema(table, req.columns.as_deref())?,
+            endpoints: Vec::new(),
+            total_records: 0,
+            total_bytes: 0,
+            relations: Vec::new(),
+        };
         let body = TicketBody {
             table_schema: table.name.schema.clone(),
             table_name: table.name.name.clone(),
@@ -182,128 +190,223 @@ impl Planner {
             snapshot: db_snapshot.unwrap_or_default().to_string(),
             ..TicketBody::current()
         };
-        let mut endpoints = Vec::new();
-        let mut relations = Vec::new();
-        let (mut total_records, mut total_bytes) = (0i64, 0i64);
         match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
                 let (start, end) = window(dimension, req)?;
-                for chunk in chunks
-                    .iter()
-                    .filter(|c| c.range_start < end.unwrap_or(i64::MAX))
-                    .filter(|c| c.range_end > start.unwrap_or(i64::MIN))
-                {
-                    let inside = start.is_none_or(|s| chunk.range_start >= s)
-                        && end.is_none_or(|e| chunk.range_end <= e);
-                    let (compressed_schema, compressed_name) = match &chunk.compressed {
-                        Some(c) => (c.relation.schema.clone(), c.relation.name.clone()),
-                        None => Default::default(),
-                    };
-                    let body = TicketBody {
-                        scan_schema: chunk.name.schema.clone(),
-                        scan_name: chunk.name.name.clone(),
-                        relfilenode: chunk.relfilenode,
-                        compressed_schema,
-                        compressed_name,
-                        bounds: (!inside).then(|| TimeBounds {
-                            column: dimension.column.clone(),
-                            start,
-                            end,
-                        }),
-                        ..body.clone()
-                    };
-                    relations.push(chunk.name.clone());
-                    total_records = add_estimate(total_records, chunk.estimated_rows);
-                    total_bytes = add_estimate(total_bytes, chunk.size_bytes);
-                    endpoints.push(EndpointPlan {
-                        ticket: self.signer.sign(&body),
-                        metadata: chunk_metadata(dimension, chunk),
-                    });
+                self.chunk_endpoints(
+                    &mut plan,
+                    &body,
+                    dimension,
+                    chunks,
+                    (start, end),
+                    EndpointKind::Chunk,
+                );
+            }
+            TableKind::ContinuousAggregate {
+                dimension,
+                chunks,
+                realtime,
+                ..
+            } => {
+                let (start, end) = window(dimension, req)?;
+                // Materialized rows lie below the watermark; the real-time part aggregates the rest.
+                let wm = watermark.filter(|_| *realtime);
+                let mat_end = match (end, wm) {
+                    (Some(e), Some(w)) => Some(e.min(w)),
+                    (e, w) => e.or(w),
+                };
+                self.chunk_endpoints(
+                    &mut plan,
+                    &body,
+                    dimension,
+                    chunks,
+                    (start, mat_end),
+                    EndpointKind::ContinuousAggregate,
+                );
+                if let Some(w) = wm {
+                    let rt_start = start.map_or(w, |s| s.max(w));
+                    if end.is_none_or(|e| rt_start < e) {
+                        self.realtime_endpoint(&mut plan, &body, table, dimension, (rt_start, end));
+                    }
                 }
             }
             other => {
                 if req.start.is_some() || req.end.is_some() {
                     return Err(Error::InvalidRequest(format!(
-                        "{} is not a hypertable: start/end need a time dimension",
+                        "{} has no time dimension: start/end need a hypertable or continuous aggregate",
                         table.name
                     )));
                 }
-                // (relation, relfilenode, block range, size, estimated rows) per endpoint.
-                let parts: Vec<(&QualifiedName, u32, Option<BlockRange>, i64, i64)> = match other {
-                    TableKind::Partitioned { partitions } => partitions
-                        .iter()
-                        .map(|p| (&p.name, p.relfilenode, None, p.size_bytes, p.estimated_rows))
-                        .collect(),
-                    TableKind::Plain { blocks } => {
-                        let ranges = block_ranges(*blocks, self.endpoint_blocks);
-                        let n = ranges.len() as i64;
-                        ranges
-                            .into_iter()
-                            .map(|r| {
-                                let share = |v: i64| if v < 0 { v } else { v / n };
-                                let r = (n > 1).then_some(r);
-                                (
-                                    &table.name,
-                                    table.relfilenode,
-                                    r,
-                                    share(table.size_bytes),
-                                    share(table.estimated_rows),
-                                )
-                            })
-                            .collect()
-                    }
-                    _ => vec![(
-                        &table.name,
-                        table.relfilenode,
-                        None,
-                        table.size_bytes,
-                        table.estimated_rows,
-                    )],
-                };
-                for (name, relfilenode, blocks, size_bytes, estimated_rows) in parts {
-                    let part_of_table = (name != &table.name).then(|| name.to_string());
-                    let kind = match (&part_of_table, blocks) {
-                        (Some(_), _) => EndpointKind::Partition,
-                        (None, Some(_)) => EndpointKind::BlockRange,
-                        (None, None) => EndpointKind::Table,
-                    };
-                    let metadata = EndpointMetadata {
-                        kind,
-                        chunk: part_of_table,
-                        chunk_id: None,
-                        range_start: None,
-                        range_end: None,
-                        size_bytes,
-                        estimated_rows,
-                        is_compressed: false,
-                        compression_ratio: None,
-                        block_start: blocks.map(|b| b.start),
-                        block_end: blocks.and_then(|b| b.end),
-                    };
-                    let body = TicketBody {
-                        scan_schema: name.schema.clone(),
-                        scan_name: name.name.clone(),
-                        relfilenode,
-                        blocks,
-                        ..body.clone()
-                    };
-                    relations.push(name.clone());
-                    total_records = add_estimate(total_records, estimated_rows);
-                    total_bytes = add_estimate(total_bytes, size_bytes);
-                    endpoints.push(EndpointPlan {
-                        ticket: self.signer.sign(&body),
-                        metadata,
-                    });
-                }
+                self.relation_endpoints(&mut plan, &body, table, other);
             }
         }
-        Ok(Plan {
-            schema,
-            endpoints,
-            total_records,
-            total_bytes,
-            relations,
-        })
+        Ok(plan)
+    }
+
+    /// One endpoint per chunk that overlaps `[start, end)`; chunks at the edges filter their rows.
+    fn chunk_endpoints(
+        &self,
+        plan: &mut Plan,
+        body: &TicketBody,
+        dimension: &TimeDimension,
+        chunks: &[Chunk],
+        (start, end): (Option<i64>, Option<i64>),
+        kind: EndpointKind,
+    ) {
+        for chunk in chunks
+            .iter()
+            .filter(|c| c.range_start < end.unwrap_or(i64::MAX))
+            .filter(|c| c.range_end > start.unwrap_or(i64::MIN))
+        {
+            let inside = start.is_none_or(|s| chunk.range_start >= s)
+                && end.is_none_or(|e| chunk.range_end <= e);
+            let (compressed_schema, compressed_name) = match &chunk.compressed {
+                Some(c) => (c.relation.schema.clone(), c.relation.name.clone()),
+                None => Default::default(),
+            };
+            let body = TicketBody {
+                scan_schema: chunk.name.schema.clone(),
+                scan_name: chunk.name.name.clone(),
+                relfilenode: chunk.relfilenode,
+                compressed_schema,
+                compressed_name,
+                bounds: (!inside).then(|| TimeBounds {
+                    column: dimension.column.clone(),
+                    start,
+                    end,
+                }),
+                ..body.clone()
+            };
+            let mut metadata = chunk_metadata(dimension, chunk);
+            if kind != EndpointKind::Chunk {
+                metadata.kind = kind;
+            }
+            self.push(plan, &chunk.name, &body, metadata);
+        }
+    }
+
+    /// A real-time continuous aggregate's part above the watermark: the view itself, bounded.
+    fn realtime_endpoint(
+        &self,
+        plan: &mut Plan,
+        body: &TicketBody,
+        table: &Table,
+        dimension: &TimeDimension,
+        (start, end): (i64, Option<i64>),
+    ) {
+        let body = TicketBody {
+            scan_schema: table.name.schema.clone(),
+            scan_name: table.name.name.clone(),
+            relfilenode: table.relfilenode,
+            bounds: Some(TimeBounds {
+                column: dimension.column.clone(),
+                start: Some(start),
+                end,
+            }),
+            ..body.clone()
+        };
+        let metadata = EndpointMetadata {
+            kind: EndpointKind::ContinuousAggregate,
+            chunk: None,
+            chunk_id: None,
+            range_start: dimension.bound(start),
+            range_end: end.and_then(|e| dimension.bound(e)),
+            size_bytes: -1,
+            estimated_rows: -1,
+            is_compressed: false,
+            compression_ratio: None,
+            block_start: None,
+            block_end: None,
+        };
+        self.push(plan, &table.name, &body, metadata);
+    }
+
+    /// Partitions, block ranges of a plain table, or the whole relation.
+    fn relation_endpoints(
+        &self,
+        plan: &mut Plan,
+        body: &TicketBody,
+        table: &Table,
+        kind: &TableKind,
+    ) {
+        // (relation, relfilenode, block range, size, estimated rows) per endpoint.
+        let parts: Vec<(&QualifiedName, u32, Option<BlockRange>, i64, i64)> = match kind {
+            TableKind::Partitioned { partitions } => partitions
+                .iter()
+                .map(|p| (&p.name, p.relfilenode, None, p.size_bytes, p.estimated_rows))
+                .collect(),
+            TableKind::Plain { blocks } => {
+                let ranges = block_ranges(*blocks, self.endpoint_blocks);
+                let n = ranges.len() as i64;
+                let share = |v: i64| if v < 0 { v } else { v / n };
+                ranges
+                    .into_iter()
+                    .map(|r| {
+                        let r = (n > 1).then_some(r);
+                        (
+                            &table.name,
+                            table.relfilenode,
+                            r,
+                            share(table.size_bytes),
+                            share(table.estimated_rows),
+                        )
+                    })
+                    .collect()
+            }
+            _ => vec![(
+                &table.name,
+                table.relfilenode,
+                None,
+                table.size_bytes,
+                table.estimated_rows,
+            )],
+        };
+        for (name, relfilenode, blocks, size_bytes, estimated_rows) in parts {
+            let part_of_table = (name != &table.name).then(|| name.to_string());
+            let kind = match (&part_of_table, blocks, kind) {
+                (Some(_), _, _) => EndpointKind::Partition,
+                (None, Some(_), _) => EndpointKind::BlockRange,
+                (None, None, TableKind::View) => EndpointKind::View,
+                (None, None, _) => EndpointKind::Table,
+            };
+            let metadata = EndpointMetadata {
+                kind,
+                chunk: part_of_table,
+                chunk_id: None,
+                range_start: None,
+                range_end: None,
+                size_bytes,
+                estimated_rows,
+                is_compressed: false,
+                compression_ratio: None,
+                block_start: blocks.map(|b| b.start),
+                block_end: blocks.and_then(|b| b.end),
+            };
+            let body = TicketBody {
+                scan_schema: name.schema.clone(),
+                scan_name: name.name.clone(),
+                relfilenode,
+                blocks,
+                ..body.clone()
+            };
+            self.push(plan, name, &body, metadata);
+        }
+    }
+
+    fn push(
+        &self,
+        plan: &mut Plan,
+        relation: &QualifiedName,
+        body: &TicketBody,
+        metadata: EndpointMetadata,
+    ) {
+        plan.relations.push(relation.clone());
+        plan.total_records = add_estimate(plan.total_records, metadata.estimated_rows);
+        plan.total_bytes = add_estimate(plan.total_bytes, metadata.size_bytes);
+        plan.endpoints.push(EndpointPlan {
+            ticket: self.signer.sign(body),
+            metadata,
+        });
     }
 
     /// The scan a verified ticket asks for, checked against what discovery exposes now, and the
@@ -333,6 +436,21 @@ impl Planner {
                 compressed = self.compressed_source(table, chunk, dimension, wanted, body)?;
                 (false, true, Some(dimension))
             }
+            // The real-time part: the view itself, an aggregate without positions.
+            TableKind::ContinuousAggregate { dimension, .. } if scanned == table.name => {
+                (false, false, Some(dimension))
+            }
+            TableKind::ContinuousAggregate {
+                dimension, chunks, ..
+            } => {
+                let chunk = chunks
+                    .iter()
+                    .find(|c| c.name == scanned)
+                    .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
+                compressed = self.compressed_source(table, chunk, dimension, wanted, body)?;
+                (false, true, Some(dimension))
+            }
+            TableKind::View if scanned == table.name => (false, false, None),
             TableKind::Partitioned { partitions } => {
                 let part = partitions
                     .iter()
@@ -343,7 +461,9 @@ impl Planner {
             TableKind::Plain { .. } if scanned == table.name => (true, true, None),
             // ctids of a root and its children collide: one pass, no positions.
             TableKind::HypertableRoot if scanned == table.name => (false, false, None),
-            TableKind::Plain { .. } | TableKind::HypertableRoot => return Err(not_part()),
+            TableKind::Plain { .. } | TableKind::HypertableRoot | TableKind::View => {
+                return Err(not_part())
+            }
         };
         let changed = |_| Error::Rewritten(format!("{} (its columns changed)", table.name));
         let columns = self.columns(table, wanted).map_err(changed)?;

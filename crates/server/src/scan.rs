@@ -297,13 +297,19 @@ async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Resu
         Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
         None => String::new(),
     };
-    let mut lock = format!(
-        "LOCK TABLE {}{}",
-        if spec.only { "ONLY " } else { "" },
-        spec.relation.quoted()
-    );
-    if let Some(c) = &spec.compressed {
-        lock.push_str(&format!(", {}", c.relation.quoted()));
+    // Positions need the storage to stay put between the relfilenode check and the read. A read
+    // without positions (a view, a materialized view, which cannot be locked) needs no lock.
+    let mut lock = String::new();
+    if spec.with_tid {
+        lock = format!(
+            "LOCK TABLE {}{}",
+            if spec.only { "ONLY " } else { "" },
+            spec.relation.quoted()
+        );
+        if let Some(c) = &spec.compressed {
+            lock.push_str(&format!(", {}", c.relation.quoted()));
+        }
+        lock.push_str(" IN ACCESS SHARE MODE");
     }
     // Resume positions need rows in ctid order: no synchronized seq scans (they start mid-table), no
     // parallel workers, and no index scans (a time window would come back in index order). Bitmap
@@ -311,7 +317,7 @@ async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Resu
     txn.batch_execute(&format!(
         "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
          SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
-         SET LOCAL enable_indexonlyscan = off; {lock} IN ACCESS SHARE MODE",
+         SET LOCAL enable_indexonlyscan = off; {lock}",
         spec.statement_timeout.as_millis(),
     ))
     .await?;

@@ -14,11 +14,12 @@ use arrow_flight::{
 };
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
+use protocol::action::{Health, HealthStatus};
 use protocol::ActionName;
 use serde_json::json;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, TableKind};
 use crate::error::{DbError, Error};
 use crate::metrics::Metrics;
 use crate::plan::{Planner, TableRequest};
@@ -64,18 +65,28 @@ impl Service {
         self.scanner.slots.close();
     }
 
+    /// After shutdown began, every call is refused, on new and existing connections alike.
+    fn open(&self) -> Result<(), Error> {
+        if self.scanner.slots.is_closed() {
+            return Err(Error::ShuttingDown);
+        }
+        Ok(())
+    }
+
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
+        self.open()?;
         let request = TableRequest::from_descriptor(&descriptor)?;
         let expires_at_ms = self.planner.expiry(now_ms());
         let plan = if request.consistent_snapshot {
             let id = self.snapshots.export(expires_at_ms).await?;
             // Discover after exporting, so every chunk the snapshot can see is planned.
-            let planned = match self.catalog.refresh().await {
-                Ok(catalog) => self
-                    .planner
-                    .plan(&catalog, &request, expires_at_ms, Some(&id)),
-                Err(e) => Err(e.into()),
-            };
+            let planned = async {
+                let catalog = self.catalog.refresh().await?;
+                let watermark = self.watermark(&catalog, &request, Some(&id)).await?;
+                self.planner
+                    .plan(&catalog, &request, expires_at_ms, Some(&id), watermark)
+            }
+            .await;
             // On failure, no relation is expected and the snapshot is released at once.
             let relations = planned
                 .as_ref()
@@ -85,7 +96,9 @@ impl Service {
             planned?
         } else {
             let catalog = self.catalog.snapshot().await?;
-            self.planner.plan(&catalog, &request, expires_at_ms, None)?
+            let watermark = self.watermark(&catalog, &request, None).await?;
+            self.planner
+                .plan(&catalog, &request, expires_at_ms, None, watermark)?
         };
         let expiry = prost_types::Timestamp {
             seconds: expires_at_ms.div_euclid(1000),
@@ -105,7 +118,30 @@ impl Service {
             .with_total_bytes(plan.total_bytes))
     }
 
+    /// A real-time continuous aggregate's watermark for this plan (read in the exported snapshot of
+    /// a consistent read, so its parts meet exactly); `None` for anything else.
+    async fn watermark(
+        &self,
+        catalog: &crate::catalog::Snapshot,
+        request: &TableRequest,
+        db_snapshot: Option<&str>,
+    ) -> Result<Option<i64>, Error> {
+        match catalog.table(&request.table).map(|t| &t.kind) {
+            Some(TableKind::ContinuousAggregate {
+                mat_hypertable_id,
+                realtime: true,
+                ..
+            }) => Ok(Some(
+                self.catalog
+                    .watermark(*mat_hypertable_id, db_snapshot)
+                    .await?,
+            )),
+            _ => Ok(None),
+        }
+    }
+
     async fn list(&self) -> Result<Vec<FlightInfo>, Error> {
+        self.open()?;
         let snapshot = self.catalog.snapshot().await?;
         snapshot
             .tables()
@@ -124,6 +160,7 @@ impl Service {
 
     /// Verifies a ticket, resolves it against current discovery and starts its scan.
     async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
+        self.open()?;
         let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
         let snapshot = self.catalog.snapshot().await?;
         let (spec, schema) = self.planner.resolve(&snapshot, &body)?;
@@ -169,6 +206,7 @@ impl Service {
     }
 
     async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
+        self.open()?;
         let Some(name) = ActionName::parse(&action.r#type) else {
             let known: Vec<&str> = ActionName::ALL.iter().map(|a| a.as_str()).collect();
             return Err(Error::InvalidRequest(format!(
@@ -189,7 +227,16 @@ impl Service {
                     .await
                     .map_err(DbError::from)?;
                 let snapshot = self.catalog.snapshot().await?;
-                Ok(json!({ "status": "ok", "timescaledb": snapshot.timescaledb_version }))
+                let health = Health {
+                    status: if snapshot.degraded.is_some() {
+                        HealthStatus::Degraded
+                    } else {
+                        HealthStatus::Ok
+                    },
+                    timescaledb: snapshot.timescaledb_version.clone(),
+                    reason: snapshot.degraded.clone(),
+                };
+                Ok(serde_json::to_value(health).expect("health serializes"))
             }
             ActionName::Stats => {
                 let mut stats = self.metrics.json();
@@ -272,6 +319,7 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
+        self.open()?;
         let req = TableRequest::from_descriptor(request.get_ref())?;
         let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
         let table = self.planner.table(&snapshot, &req.table)?;

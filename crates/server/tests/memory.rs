@@ -2,9 +2,8 @@
 //! budget make scans wait for budget, the reserved bytes never pass it, and the process's RSS stays
 //! within the budget plus a fixed overhead.
 //!
-//! This file holds one test on purpose: the server runs in the test's process, and RSS is the
-//! process's, so no other test may run beside it (nextest runs each test in its own process anyway;
-//! `cargo test` runs each test file as its own process).
+//! The server is the real binary in a process of its own, so its RSS is the server's alone: the
+//! clients' buffers and decoded batches are in the test's process.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
@@ -25,14 +24,13 @@ const PAD: usize = 1_000;
 /// - the batch each running scan is building: MAX_SCANS x ~4 MiB;
 /// - a batch taken off the budget once encoded, while its IPC copy waits in gRPC send buffers:
 ///   about two per running stream, MAX_SCANS x 2 x ~4 MiB;
-/// - this test's clients, in the same process, with 512 KiB HTTP/2 receive windows: READERS x
-///   (windows + the one decoded batch a reader holds), READERS x ~5 MiB;
 /// - allocator slack (freed memory glibc keeps in its arenas).
+///
 /// 64 MiB covers these with room; the budget itself is MAX_MEMORY_MB on top.
 const FIXED_OVERHEAD_MB: u64 = 64;
 
-/// A client whose HTTP/2 receive windows are 512 KiB: what it buffers unread is small, so the RSS
-/// growth measured is mostly the server's (client and server share this process).
+/// A client whose HTTP/2 receive windows are 512 KiB, so what the server may push ahead of a slow
+/// reader is small.
 async fn small_window_client(addr: std::net::SocketAddr) -> arrow_flight::FlightClient {
     let channel = tonic::transport::Endpoint::new(format!("http://{addr}"))
         .unwrap()
@@ -44,8 +42,58 @@ async fn small_window_client(addr: std::net::SocketAddr) -> arrow_flight::Flight
     arrow_flight::FlightClient::new(channel)
 }
 
-fn rss_kib() -> i64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// The server binary on a free port, killed when dropped.
+struct ServerProcess {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ServerProcess {
+    async fn start() -> ServerProcess {
+        let port = free_port();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_hyperflight"))
+            .args(["serve", "--database-url", fixture_url()])
+            .args([
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics-listen",
+                "",
+            ])
+            .args(["--batch-rows", &TEST_BATCH_ROWS.to_string()])
+            .args(["--max-memory-mb", &MAX_MEMORY_MB.to_string()])
+            .args(["--max-concurrent-chunks", &MAX_SCANS.to_string()])
+            .env("HYPERFLIGHT_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start the server binary");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        wait_until(
+            Duration::from_secs(60),
+            "the server listens",
+            || async move { tokio::net::TcpStream::connect(addr).await.is_ok() },
+        )
+        .await;
+        ServerProcess { child, addr }
+    }
+
+    async fn client(&self) -> arrow_flight::FlightClient {
+        small_window_client(self.addr).await
+    }
+
+    fn rss_kib(&self) -> i64 {
+        rss_kib(&format!("/proc/{}/status", self.child.id()))
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rss_kib(status_file: &str) -> i64 {
+    let status = std::fs::read_to_string(status_file).unwrap();
     let line = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
@@ -57,15 +105,12 @@ fn rss_kib() -> i64 {
 async fn memory_budget_binds_and_rss_stays_within_it() {
     let db = pg(fixture_url()).await;
     let s = padded_table(&db, "t_budget", ROWS, PAD).await;
-    let mut c = config(fixture_url());
-    c.max_memory_bytes = MAX_MEMORY_MB << 20;
-    c.max_concurrent_chunks = MAX_SCANS;
-    let server = TestServer::start(c).await;
+    let server = ServerProcess::start().await;
     let mut client = server.client().await;
     let info = client.get_flight_info(path(&s, "big")).await.unwrap();
     assert_eq!(info.endpoint.len(), 1);
     let ticket = info.endpoint[0].ticket.clone().unwrap();
-    let idle_kib = rss_kib();
+    let idle_kib = server.rss_kib();
 
     let stop = Arc::new(AtomicBool::new(false));
     let peak_rss = Arc::new(AtomicI64::new(idle_kib));
@@ -74,9 +119,10 @@ async fn memory_budget_binds_and_rss_stays_within_it() {
         let (stop, peak_rss, peak_reserved) =
             (stop.clone(), peak_rss.clone(), peak_reserved.clone());
         let mut observer = server.client().await;
+        let status_file = format!("/proc/{}/status", server.child.id());
         tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
-                peak_rss.fetch_max(rss_kib(), Ordering::Relaxed);
+                peak_rss.fetch_max(rss_kib(&status_file), Ordering::Relaxed);
                 let st = action_json(&mut observer, "stats").await;
                 peak_reserved.fetch_max(
                     st["memory_reserved_bytes"].as_i64().unwrap(),
@@ -91,7 +137,7 @@ async fn memory_budget_binds_and_rss_stays_within_it() {
     let readers = (0..READERS).map(|_| {
         let (server, ticket) = (&server, ticket.clone());
         async move {
-            let mut client = small_window_client(server.addr).await;
+            let mut client = server.client().await;
             let mut stream = client.do_get(ticket).await.unwrap();
             let mut rows = 0;
             while let Some(b) = stream.try_next().await.unwrap() {

@@ -126,7 +126,7 @@ async fn bad_commands_name_the_problem() {
         ),
         (
             json!({"table": "public.devices", "start": "2026-10-05T00:00:00Z"}),
-            "not a hypertable",
+            "has no time dimension",
         ),
         (json!({"table": "metrics"}), "schema.table"),
         (json!({"columns": ["time"]}), "table"),

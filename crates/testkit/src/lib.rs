@@ -456,3 +456,11 @@ pub fn workspace_bin(name: &str) -> std::path::PathBuf {
     );
     bin
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free loopback port")
+        .port()
+}
