@@ -1,32 +1,90 @@
 #!/usr/bin/env bash
-# Benchmark (prints numbers; not a test): reading one hypertable into Arrow through hyperflight's
-# Python client (parallelism 2, 4, 8) vs the ADBC PostgreSQL driver, ConnectorX and psql's binary COPY,
-# all against the same table in the same run.
+# Benchmark (prints numbers; not a test), two tables in one run on one machine:
+#  1. public.metrics (plain chunks): hyperflight's Python client (parallelism 2, 4, 8) vs the ADBC
+#     PostgreSQL driver, ConnectorX and psql's binary COPY;
+#  2. public.metrics_compressed, the same rows with every chunk compressed (segmentby device_id,
+#     orderby time DESC): hyperflight at parallelism 4 and 1 vs
+#     psql -c "\copy (SELECT * FROM public.metrics_compressed) TO '/dev/null' (FORMAT binary)".
+# Every read is checked against SELECT count(*). Both tables are loaded once and kept.
 # Usage: scripts/bench.sh [--rows N (default 5000000)] [--repeat R (default 3)]
+#                         [--compressed-only | --no-compressed] [--binary PATH]
+#   --binary: use this hyperflight binary instead of building the working tree with cargo.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${HYPERFLIGHT_PG_BIN:-/usr/lib/postgresql/15/bin}
-ROWS=5000000 REPEAT=3 DB=hyperflight_bench
+ROWS=5000000 REPEAT=3 DB=hyperflight_bench DAYS=14 PLAIN=1 COMPRESSED=1 BIN=""
 
 log() { printf '[bench] %s\n' "$*" >&2; }
+usage() { echo "usage: $0 [--rows N] [--repeat R] [--compressed-only | --no-compressed] [--binary PATH]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
-    --rows) ROWS=${2:?}; shift 2 ;;
-    --repeat) REPEAT=${2:?}; shift 2 ;;
-    *) echo "usage: $0 [--rows N] [--repeat R]" >&2; exit 2 ;;
+    --rows) [ $# -ge 2 ] || usage; ROWS=$2; shift 2 ;;
+    --repeat) [ $# -ge 2 ] || usage; REPEAT=$2; shift 2 ;;
+    --compressed-only) PLAIN=0 COMPRESSED=1; shift ;;
+    --no-compressed) PLAIN=1 COMPRESSED=0; shift ;;
+    --binary) [ $# -ge 2 ] || usage; BIN=$(realpath "$2"); shift 2 ;;
+    *) usage ;;
   esac
 done
+[[ "$ROWS" =~ ^[1-9][0-9]*$ ]] || { log "--rows must be a positive integer"; exit 2; }
+[[ "$REPEAT" =~ ^[1-9][0-9]*$ ]] || { log "--repeat must be a positive integer"; exit 2; }
 
 BASE=$("$REPO/scripts/cluster.sh" start)
 BASE=${BASE%/*}
-"$REPO/scripts/load-sample-data.sh" --database "$DB" --rows "$ROWS" --days 14 --if-missing >&2
+q() { "$PG_BIN/psql" "$BASE/$DB" -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
+"$REPO/scripts/load-sample-data.sh" --database "$DB" --rows "$ROWS" --days "$DAYS" --if-missing >&2
+
+# public.metrics_compressed: a copy of public.metrics with every chunk compressed. Kept when it has
+# the same row count as public.metrics in $DAYS chunks, all compressed, none partially.
+load_compressed() {
+  mkdir -p "$REPO/.hyperflight"
+  exec 8>>"$REPO/.hyperflight/load-$DB-compressed.lock"
+  flock -w 1800 8 || { log "timed out waiting for another loader of metrics_compressed"; exit 1; }
+  local want have=""
+  want="$(q -c "SELECT count(*) FROM public.metrics") $DAYS $DAYS"
+  if [ "$(q -c "SELECT to_regclass('public.metrics_compressed') IS NOT NULL")" = t ]; then
+    have=$(q -F ' ' -c "SELECT (SELECT count(*) FROM public.metrics_compressed),
+        (SELECT count(*) FROM show_chunks('public.metrics_compressed')),
+        (SELECT count(*) FROM timescaledb_information.chunks
+          WHERE hypertable_schema = 'public' AND hypertable_name = 'metrics_compressed'
+            AND is_compressed
+            AND NOT EXISTS (SELECT 1 FROM _timescaledb_catalog.chunk k
+                            WHERE k.schema_name = chunk_schema AND k.table_name = chunk_name
+                              AND k.status & 8 <> 0))")  # 8: partially compressed
+  fi
+  if [ "$have" = "$want" ]; then
+    log "public.metrics_compressed already has $have (rows, chunks, compressed chunks)"
+  else
+    log "public.metrics_compressed has '${have:-nothing}', want '$want': loading (takes a while)"
+    local t0=$SECONDS
+    q -1 <<'SQL' >/dev/null
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS public.metrics_compressed;
+CREATE TABLE public.metrics_compressed (LIKE public.metrics);
+SELECT create_hypertable('public.metrics_compressed', by_range('time', interval '1 day'));
+INSERT INTO public.metrics_compressed SELECT * FROM public.metrics;
+ALTER TABLE public.metrics_compressed SET (timescaledb.compress,
+  timescaledb.compress_segmentby = 'device_id', timescaledb.compress_orderby = 'time DESC');
+SELECT count(compress_chunk(c)) FROM show_chunks('public.metrics_compressed') c;
+SQL
+    q -c "ANALYZE public.metrics_compressed"
+    log "loaded public.metrics_compressed in $((SECONDS - t0))s"
+  fi
+  log "public.metrics_compressed: $(q -F ' ' -c "SELECT pg_size_pretty(before_compression_total_bytes) || ' before, ' || pg_size_pretty(after_compression_total_bytes) || ' after compression' FROM hypertable_compression_stats('public.metrics_compressed')")"
+  exec 8>&-
+}
+[ "$COMPRESSED" -eq 0 ] || load_compressed
+
 VENV=$("$REPO/scripts/python-env.sh")
 PY=$VENV/bin/python
-log "cargo build --release"
-(cd "$REPO" && cargo build --release --quiet --bin hyperflight)
-# CARGO_TARGET_DIR may put the binary outside the repo.
-BIN=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
+if [ -z "$BIN" ]; then
+  log "cargo build --release"
+  (cd "$REPO" && cargo build --release --quiet --bin hyperflight)
+  # CARGO_TARGET_DIR may put the binary outside the repo.
+  BIN=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
+fi
+[ -x "$BIN" ] || { log "no executable at $BIN"; exit 1; }
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 FLIGHT=grpc://127.0.0.1:$PORT
@@ -47,7 +105,18 @@ until "$PY" -c "import hyperflight, sys; hyperflight.do_action(sys.argv[1], 'hea
   fi
   sleep 0.2
 done
-log "server on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
+log "server $BIN on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
 
-"$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
-  --repeat "$REPEAT" --psql "$PG_BIN/psql"
+if [ "$PLAIN" -eq 1 ]; then
+  "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
+    --repeat "$REPEAT" --psql "$PG_BIN/psql" --title "public.metrics (uncompressed chunks)"
+fi
+if [ "$COMPRESSED" -eq 1 ]; then
+  "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
+    --repeat "$REPEAT" --psql "$PG_BIN/psql" --table public.metrics_compressed \
+    --methods hyperflight,psql --parallelism 4,1 \
+    --title "public.metrics_compressed (all $DAYS chunks compressed)"
+  # The server reads a compressed chunk batch by batch unless it cannot (then it logs this).
+  one_pass=$(grep -c 'compressed chunk read in one pass' "$SERVER_LOG" || true)
+  echo "server log: $one_pass compressed chunk reads fell back to one pass (0 = all batch-wise)"
+fi

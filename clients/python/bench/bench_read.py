@@ -1,14 +1,18 @@
-"""Time reading one table into Arrow: hyperflight vs ADBC, ConnectorX and binary COPY.
+"""Time reading one table into Arrow: hyperflight vs ADBC, ConnectorX and psql's binary COPY.
 
-Run through scripts/bench.sh, which prepares the data and the server. Methods run round-robin,
-``--repeat`` rounds after one warm-up, so cache state and machine noise fall on all of them alike.
-Reports best and median seconds and rows/s, and hyperflight time / ADBC time.
+Run through scripts/bench.sh, which prepares the data and the server. Every method runs once as an
+untimed warm-up, then ``--repeat`` rounds, round-robin, the order reversed every other round, so cache
+state, drift and machine noise fall on all of them alike. Every read must return the table's
+``SELECT count(*)``. Reports best and median seconds and rows/s, and hyperflight time / ADBC time and
+hyperflight time / psql COPY time (median and best).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import statistics
 import subprocess
 import sys
@@ -16,6 +20,9 @@ import time
 from typing import Callable, Dict, List, Tuple
 
 import hyperflight
+
+METHODS = ("hyperflight", "adbc", "connectorx", "psql")
+PSQL_NAME = "psql \\copy binary"
 
 
 def hyperflight_reader(url: str, table: str, parallelism: int) -> Callable[[], int]:
@@ -39,15 +46,34 @@ def connectorx_reader(database_url: str, sql: str) -> Callable[[], int]:
     return lambda: cx.read_sql(database_url, sql, return_type="arrow").num_rows
 
 
-def copy_reader(psql: str, database_url: str, sql: str, rows: int) -> Callable[[], int]:
-    # The floor: the server's binary COPY, no conversion at all, bytes thrown away by psql.
+def copy_reader(psql: str, database_url: str, sql: str) -> Callable[[], int]:
+    # The floor: the server's binary COPY, no conversion at all, written by psql to /dev/null.
+    # psql's "COPY n" status line gives the row count.
+    command = f"\\copy ({sql}) TO '/dev/null' (FORMAT binary)"
+
     def run() -> int:
-        subprocess.run([psql, "-X", "-q", database_url, "-c",
-                        f"COPY ({sql}) TO STDOUT (FORMAT binary)"],
-                       stdout=subprocess.DEVNULL, check=True)
-        return rows
+        out = subprocess.run([psql, "-X", "-v", "ON_ERROR_STOP=1", database_url, "-c", command],
+                             stdout=subprocess.PIPE, check=True, text=True).stdout
+        m = re.search(r"^COPY (\d+)$", out, re.M)
+        if not m:
+            raise RuntimeError(f"no COPY status from psql: {out!r}")
+        return int(m.group(1))
 
     return run
+
+
+def sql_count(psql: str, database_url: str, table: str) -> int:
+    out = subprocess.run([psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", database_url, "-c",
+                          f"SELECT count(*) FROM {table}"],
+                         stdout=subprocess.PIPE, check=True, text=True).stdout
+    return int(out.strip())
+
+
+def loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def main() -> int:
@@ -56,45 +82,71 @@ def main() -> int:
     ap.add_argument("--database-url", required=True, help="postgresql://… of the same database")
     ap.add_argument("--table", default="public.metrics")
     ap.add_argument("--parallelism", default="2,4,8", help="hyperflight parallelisms to time")
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help=f"comma-separated subset of {','.join(METHODS)}")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--psql", default="psql")
+    ap.add_argument("--title", help="heading printed above the table (default: the table name)")
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
 
     database_url = args.database_url.replace("postgres://", "postgresql://", 1)
     sql = f"SELECT * FROM {args.table}"
     parallelisms = [int(p) for p in args.parallelism.split(",")]
-    rows = hyperflight.read_table(args.flight_url, args.table).num_rows  # also the warm-up
+    wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = sorted(set(wanted) - set(METHODS))
+    if unknown or not wanted:
+        ap.error(f"--methods: unknown {unknown}; choose from {','.join(METHODS)}")
+    rows = sql_count(args.psql, database_url, args.table)
 
-    methods: Dict[str, Callable[[], int]] = {
-        f"hyperflight p={p}": hyperflight_reader(args.flight_url, args.table, p) for p in parallelisms
-    }
-    methods["adbc-postgresql"] = adbc_reader(database_url, sql)
-    methods["connectorx"] = connectorx_reader(database_url, sql)
-    methods["psql COPY binary"] = copy_reader(args.psql, database_url, sql, rows)
+    methods: Dict[str, Callable[[], int]] = {}
+    if "hyperflight" in wanted:
+        for p in parallelisms:
+            methods[f"hyperflight p={p}"] = hyperflight_reader(args.flight_url, args.table, p)
+    if "adbc" in wanted:
+        methods["adbc-postgresql"] = adbc_reader(database_url, sql)
+    if "connectorx" in wanted:
+        methods["connectorx"] = connectorx_reader(database_url, sql)
+    if "psql" in wanted:
+        methods[PSQL_NAME] = copy_reader(args.psql, database_url, sql)
 
+    load_before = loadavg()
     times: Dict[str, List[float]] = {name: [] for name in methods}
-    for round_ in range(args.repeat):
-        for name, run in methods.items():
+    order = list(methods)
+    for round_ in range(-1, args.repeat):  # round -1: the warm-up, not timed
+        for name in order if round_ % 2 == 0 else reversed(order):
             started = time.perf_counter()
-            got = run()
-            times[name].append(time.perf_counter() - started)
+            got = methods[name]()
+            elapsed = time.perf_counter() - started
             if got != rows:
-                print(f"{name} read {got} rows, expected {rows}", file=sys.stderr)
+                print(f"{name} read {got} rows, SELECT count(*) says {rows}", file=sys.stderr)
                 return 1
-        print(f"round {round_ + 1}/{args.repeat} done", file=sys.stderr)
+            if round_ >= 0:
+                times[name].append(elapsed)
+        print(f"{'warm-up' if round_ < 0 else f'round {round_ + 1}/{args.repeat}'} done",
+              file=sys.stderr)
 
     summary: Dict[str, Tuple[float, float]] = {
         name: (min(t), statistics.median(t)) for name, t in times.items()
     }
-    print(f"{args.table}: {rows:,} rows, best and median of {args.repeat}")
-    print(f"{'method':<20} {'best s':>8} {'median s':>9} {'rows/s best':>13} {'rows/s median':>14}")
+    print()
+    print(f"{args.title or args.table}: {rows:,} rows (= SELECT count(*) = every read), "
+          f"best and median of {args.repeat}; load average before {load_before}, after {loadavg()}")
+    print(f"{'method':<20} {'best s':>8} {'median s':>9} {'rows/s best':>13} {'rows/s median':>14}"
+          f"  all s")
     for name, (best, median) in summary.items():
-        print(f"{name:<20} {best:>8.3f} {median:>9.3f} {rows / best:>13,.0f} {rows / median:>14,.0f}")
-    ref = "hyperflight p=4" if "hyperflight p=4" in summary else f"hyperflight p={parallelisms[0]}"
-    adbc_best, adbc_median = summary["adbc-postgresql"]
-    best, median = summary[ref]
-    print(f"{ref} time / ADBC time: {median / adbc_median:.2f} (median), {best / adbc_best:.2f} (best)")
+        print(f"{name:<20} {best:>8.3f} {median:>9.3f} {rows / best:>13,.0f} {rows / median:>14,.0f}"
+              f"  {' '.join(f'{t:.3f}' for t in times[name])}")
+    for ref_name, label in (("adbc-postgresql", "ADBC"), (PSQL_NAME, "psql \\copy")):
+        if ref_name not in summary:
+            continue
+        ref_best, ref_median = summary[ref_name]
+        for p in parallelisms:
+            name = f"hyperflight p={p}"
+            if name in summary:
+                best, median = summary[name]
+                print(f"{name} time / {label} time: {median / ref_median:.2f} (median), "
+                      f"{best / ref_best:.2f} (best)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"table": args.table, "rows": rows, "seconds": times}, f, indent=2)
