@@ -923,9 +923,8 @@ const PASSWORD: &str = "the-right-password";
 
 /// Creates (or resets) the password-checked role on the real cluster.
 fn password_role() {
-    let admin = std::process::Command::new("psql")
-        .arg(cluster_url())
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c"])
+    let admin = psql(cluster_url())
+        .arg("-c")
         .arg(format!(
             "DO $$ BEGIN
                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{PASSWORD_ROLE}') THEN
@@ -1193,4 +1192,83 @@ async fn plain_postgres_without_timescaledb_is_not_a_failure() {
     let records = second.records();
     assert_eq!(records.len(), 1);
     assert_eq!(records[0]["record"]["data"]["id"], 501);
+}
+
+/// A continuous aggregate is a stream with its bucket column as cursor, and a full refresh emits
+/// exactly the view's rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn continuous_aggregates_are_streams() {
+    let db = pg(fixture_url()).await;
+    let s = scratch_schema(&db, "ab_cagg").await;
+    let _drop = drop_schema_after(&s);
+    private_hypertable(&db, &s, 2).await;
+    for sql in [
+        format!(
+            "CREATE MATERIALIZED VIEW {s}.hourly WITH (timescaledb.continuous, timescaledb.materialized_only = false) AS
+             SELECT time_bucket('1 hour', time) AS bucket, device_id, count(*) AS n
+             FROM {s}.m GROUP BY 1, 2 WITH NO DATA"
+        ),
+        format!("CALL refresh_continuous_aggregate('{s}.hourly', NULL, '2026-10-01 18:00:00+00')"),
+    ] {
+        db.simple_query(&sql).await.unwrap();
+    }
+    let dir = Scratch::new("cagg");
+    let config = dir.write(
+        "config.json",
+        &source_config(fixture_url(), json!({"schemas": [s]})),
+    );
+    let streams = discover(&config);
+    let stream = find_stream(&streams, &s, "hourly");
+    assert_eq!(stream["source_defined_cursor"], json!(true));
+    assert_eq!(stream["default_cursor_field"], json!(["bucket"]));
+    let catalog = dir.write(
+        "catalog.json",
+        &configured(&streams, &[(&s, "hourly", "full_refresh")]),
+    );
+    let r = tokio::task::spawn_blocking(move || {
+        run(&[
+            "read",
+            "--config",
+            path_str(&config),
+            "--catalog",
+            path_str(&catalog),
+        ])
+    })
+    .await
+    .unwrap();
+    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    let mut got: Vec<String> = r
+        .records()
+        .iter()
+        .map(|m| {
+            let d = &m["record"]["data"];
+            format!(
+                "{}|{}|{}",
+                micros(d["bucket"].as_str().unwrap()),
+                d["device_id"],
+                d["n"]
+            )
+        })
+        .collect();
+    got.sort_unstable();
+    let mut want: Vec<String> = db
+        .query(
+            &format!(
+                "SELECT (extract(epoch from bucket) * 1000000)::int8, device_id, n FROM {s}.hourly"
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let device = r
+                .get::<_, Option<i32>>(1)
+                .map_or("null".to_string(), |d| d.to_string());
+            format!("{}|{device}|{}", r.get::<_, i64>(0), r.get::<_, i64>(2))
+        })
+        .collect();
+    want.sort_unstable();
+    assert!(want.len() > 24, "both materialized and real-time rows");
+    assert_eq!(got, want);
 }

@@ -212,18 +212,12 @@ const DAY_US: i64 = 86_400_000_000;
 
 async fn load_and_check(url: String, rows: i64, days: i64) {
     let sql = repo().join("docker/sample-data.sql");
-    let psql = std::env::var("HYPERFLIGHT_PG_BIN")
-        .map(|d| format!("{d}/psql"))
-        .unwrap_or_else(|_| "/usr/lib/postgresql/15/bin/psql".into());
-    let out = tokio::process::Command::new(psql)
-        .arg(&url)
-        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1"])
+    let out = psql(&url)
         .args(["-v", &format!("rows={rows}")])
         .args(["-v", &format!("days={days}")])
         .arg("-f")
         .arg(&sql)
         .output()
-        .await
         .expect("run psql");
     assert!(
         out.status.success(),

@@ -61,9 +61,8 @@ impl CompatDb {
 
 impl Drop for CompatDb {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo().join("scripts/cluster.sh"))
-            .args(["psql", "-d", "postgres", "-c"])
+        let _ = psql(cluster_url())
+            .arg("-c")
             .arg(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.name

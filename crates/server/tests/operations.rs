@@ -665,11 +665,18 @@ async fn unreadable_timescaledb_catalog_falls_back_and_logs_a_warning() {
     let health = action_json(&mut client, "health").await;
     assert_eq!(health["status"], "degraded", "{health}");
     assert!(
-        health["reason"].as_str().is_some_and(|r| r.contains("TimescaleDB's catalog")),
+        health["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("TimescaleDB's catalog")),
         "{health}"
     );
     let stats = action_json(&mut client, "stats").await;
-    assert!(stats["discovery_fallbacks"].as_u64().is_some_and(|n| n >= 1), "{stats}");
+    assert!(
+        stats["discovery_fallbacks"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{stats}"
+    );
     drop(client);
     server.sigterm();
     assert_eq!(
