@@ -20,7 +20,7 @@ use crate::catalog::{quote_ident, QualifiedName, TimeDimension};
 use crate::compressed::{self, CompressedSource, Exploder};
 use crate::error::{DbError, Error};
 use crate::metrics::{MemoryBudget, Metrics, Reservation};
-use pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, Tid};
+use pgarrow::{BatchLimits, ColumnPlan, CopyDecoder, DecodedBatch, Tid};
 
 /// Decoded bytes after which a batch is cut even if it has fewer than `batch_rows` rows, so wide rows
 /// cannot make one batch (and one gRPC message) arbitrarily large.
@@ -382,45 +382,18 @@ async fn copy_batches(
         rows: 1,
         bytes: MAX_BATCH_BYTES,
     };
-    let mut decoder = CopyDecoder::new(layout.plans(), true, limits);
-    let copy = txn.copy_out(layout.sql()).await?;
+    let decoder = CopyDecoder::new(layout.plans(), true, limits);
+    let sql = layout.sql().to_string();
     let schema = crate::plan::schema_of(&spec.columns);
     let mut exploder = Exploder::new(layout, schema, source, spec.filter.clone(), spec.batch_rows);
-    let mut ready = Vec::new();
-    futures::pin_mut!(copy);
-    loop {
-        let data: bytes::Bytes = tokio::select! {
-            biased;
-            _ = tx.closed() => return Ok(false),
-            next = copy.next() => match next {
-                Some(data) => data?,
-                None => break,
-            },
-        };
-        decoder.push(&data)?;
-        while let Some(decoded) = decoder.next_batch() {
-            exploder.push(decoded, &mut ready)?;
-        }
-        for batch in ready.drain(..) {
-            if !hand_on(batch, budget, tx).await {
-                return Ok(false);
-            }
-        }
+    let explode = |decoded, ready: &mut Vec<ScanBatch>| exploder.push(decoded, ready);
+    if !copy_out(txn, &sql, decoder, budget, tx, explode).await? {
+        return Ok(false);
     }
-    let first = decoder.finish()?;
-    for decoded in first
-        .into_iter()
-        .chain(std::iter::from_fn(|| decoder.next_batch()))
-    {
-        exploder.push(decoded, &mut ready)?;
+    match exploder.finish()? {
+        Some(batch) => Ok(hand_on(batch, budget, tx).await),
+        None => Ok(true),
     }
-    ready.extend(exploder.finish()?);
-    for batch in ready {
-        if !hand_on(batch, budget, tx).await {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// A heap read: rows in ctid order, each batch with the ctid of its last row when `with_tid`.
@@ -434,12 +407,29 @@ async fn copy_heap(
         rows: spec.batch_rows,
         bytes: MAX_BATCH_BYTES,
     };
-    let mut decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
-    let copy = txn.copy_out(&spec.copy_sql()).await?;
-    let heap = |d: pgarrow::DecodedBatch| ScanBatch {
-        batch: d.batch,
-        position: d.last_tid.map(Position::Heap),
+    let decoder = CopyDecoder::new(&spec.columns, spec.with_tid, limits);
+    let heap = |d: DecodedBatch, ready: &mut Vec<ScanBatch>| {
+        ready.push(ScanBatch {
+            batch: d.batch,
+            position: d.last_tid.map(Position::Heap),
+        });
+        Ok(())
     };
+    copy_out(txn, &spec.copy_sql(), decoder, budget, tx, heap).await
+}
+
+/// Runs `sql` (a COPY … TO STDOUT), decodes it, turns each decoded batch into scan batches with
+/// `convert` and hands them on. Ok(true): read to its end; Ok(false): the receiver went away.
+async fn copy_out(
+    txn: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    mut decoder: CopyDecoder,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+    mut convert: impl FnMut(DecodedBatch, &mut Vec<ScanBatch>) -> Result<(), Error>,
+) -> Result<bool, Error> {
+    let copy = txn.copy_out(sql).await?;
+    let mut ready = Vec::new();
     futures::pin_mut!(copy);
     loop {
         // A client that goes away is noticed even while the database is slow to send.
@@ -452,19 +442,25 @@ async fn copy_heap(
             },
         };
         decoder.push(&data)?;
-        while let Some(batch) = decoder.next_batch() {
-            if !hand_on(heap(batch), budget, tx).await {
+        while let Some(decoded) = decoder.next_batch() {
+            convert(decoded, &mut ready)?;
+        }
+        for batch in ready.drain(..) {
+            if !hand_on(batch, budget, tx).await {
                 return Ok(false);
             }
         }
     }
     // finish() hands back the oldest pending batch; any others follow in order.
     let first = decoder.finish()?;
-    for batch in first
+    for decoded in first
         .into_iter()
         .chain(std::iter::from_fn(|| decoder.next_batch()))
     {
-        if !hand_on(heap(batch), budget, tx).await {
+        convert(decoded, &mut ready)?;
+    }
+    for batch in ready {
+        if !hand_on(batch, budget, tx).await {
             return Ok(false);
         }
     }
