@@ -214,6 +214,9 @@ pub struct Table {
     pub estimated_rows: i64,
     /// Primary key columns in key order; empty when there is none.
     pub primary_key: Vec<String>,
+    /// Row-level security applies to this role here: chunks carry no policies, so a hypertable's
+    /// chunks are read through the hypertable.
+    pub row_security: bool,
 }
 
 impl Table {
@@ -395,7 +398,7 @@ impl Catalog {
                             WHERE i.inhparent = c.oid AND kn.nspname LIKE '\\_timescaledb%'),
                         c.relkind = 'p',
                         pg_catalog.pg_relation_size(c.oid) / current_setting('block_size')::int8,
-                        c.relkind IN ('v', 'm')
+                        c.relkind IN ('v', 'm'), pg_catalog.row_security_active(c.oid)
                  FROM pg_catalog.pg_class c
                  JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                  WHERE c.relkind IN ('r', 'p', 'v', 'm') AND NOT c.relispartition
@@ -509,6 +512,7 @@ fn classify(
         size_bytes,
         estimated_rows,
         primary_key: Vec::new(),
+        row_security: row.get(10),
     };
     Some((oid, table))
 }

@@ -427,6 +427,8 @@ impl Planner {
         };
         let wanted = (!body.columns.is_empty()).then_some(body.columns.as_slice());
         let mut compressed = None;
+        let mut through = None;
+        let mut chunk_range = None;
         let (only, with_tid, dimension) = match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
                 let chunk = chunks
@@ -434,7 +436,16 @@ impl Planner {
                     .find(|c| c.name == scanned)
                     .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
                 compressed = self.compressed_source(table, chunk, dimension, wanted, body)?;
-                (false, true, Some(dimension))
+                if table.row_security {
+                    // Through the hypertable, where the policies are; its chunk range lets
+                    // TimescaleDB exclude the other chunks. A compressed chunk then has no ctids.
+                    through = Some(table.name.clone());
+                    chunk_range = Some((chunk.range_start, chunk.range_end));
+                    let heap = compressed.take().is_none();
+                    (false, heap, Some(dimension))
+                } else {
+                    (false, true, Some(dimension))
+                }
             }
             // The real-time part: the view itself, an aggregate without positions.
             TableKind::ContinuousAggregate { dimension, .. } if scanned == table.name => {
@@ -491,10 +502,15 @@ impl Planner {
                 )))
             }
         };
+        let filter = match (chunk_range, dimension) {
+            (Some(range), Some(d)) => Some(within_chunk(filter, d, range)),
+            _ => filter,
+        };
         Ok((
             ScanSpec {
                 relation: scanned,
                 only,
+                through,
                 with_tid,
                 columns,
                 filter,
@@ -574,6 +590,30 @@ impl Planner {
             fields,
             table.facts().to_metadata(),
         )))
+    }
+}
+
+/// `filter` narrowed to a chunk's range (open slice ends stay open): every row of the chunk lies in
+/// its range, so this changes no result and lets TimescaleDB exclude other chunks.
+fn within_chunk(
+    filter: Option<TimeFilter>,
+    dimension: &TimeDimension,
+    (lo, hi): (i64, i64),
+) -> TimeFilter {
+    let bound = |v: i64| (v != i64::MIN && v != i64::MAX).then_some(v);
+    let (lo, hi) = (bound(lo), bound(hi));
+    let f = filter.unwrap_or(TimeFilter {
+        dimension: dimension.clone(),
+        start: None,
+        end: None,
+    });
+    TimeFilter {
+        start: f.start.max(lo),
+        end: match (f.end, hi) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        ..f
     }
 }
 

@@ -47,6 +47,9 @@ pub struct ScanSpec {
     pub relation: QualifiedName,
     /// `FROM ONLY`: a plain table's inheritance children are not part of it.
     pub only: bool,
+    /// Read `relation`'s rows through this parent (`WHERE tableoid = relation`), so the parent's
+    /// row-level security policies apply: a hypertable's chunks have none of their own.
+    pub through: Option<QualifiedName>,
     /// Track ctids for resume tickets (false where ctids are meaningless, e.g. compressed chunks).
     pub with_tid: bool,
     /// Output columns.
@@ -109,6 +112,14 @@ impl ScanSpec {
             });
         }
         let mut conditions = Vec::new();
+        let from = match &self.through {
+            Some(parent) => {
+                let literal = self.relation.quoted().replace('\'', "''");
+                conditions.push(format!("tableoid = '{literal}'::regclass"));
+                parent.quoted()
+            }
+            None => self.relation.quoted(),
+        };
         if let Some((start, end)) = self.blocks {
             if start > 0 {
                 conditions.push(format!("ctid >= '({start},0)'::tid"));
@@ -138,7 +149,7 @@ impl ScanSpec {
             "COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT binary)",
             select.join(", "),
             if self.only { "ONLY " } else { "" },
-            self.relation.quoted(),
+            from,
             where_clause
         )
     }
@@ -486,6 +497,7 @@ mod tests {
         ScanSpec {
             relation: QualifiedName::new("_timescaledb_internal", "_hyper_1_2_chunk"),
             only: false,
+            through: None,
             with_tid: true,
             columns: vec![plan_column("read\"ing", &int8), plan_column("addr", &inet)],
             filter: Some(TimeFilter {
