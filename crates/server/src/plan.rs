@@ -115,9 +115,9 @@ impl Planner {
         snapshot: &'a Snapshot,
         name: &QualifiedName,
     ) -> Result<&'a Arc<Table>, Error> {
-        snapshot
-            .table(name)
-            .ok_or_else(|| Error::UnknownTable(name.to_string()))
+        snapshot.table(name).ok_or_else(|| {
+            Error::UnknownTable(protocol::status::clip(&name.to_string()).into_owned())
+        })
     }
 
     /// Output columns of a request, in order.
@@ -137,7 +137,8 @@ impl Planner {
                 for (i, name) in names.iter().enumerate() {
                     if names[..i].contains(name) {
                         return Err(Error::InvalidRequest(format!(
-                            "column {name:?} requested twice"
+                            "column {:?} requested twice",
+                            protocol::status::clip(name)
                         )));
                     }
                     let col = table
@@ -146,7 +147,8 @@ impl Planner {
                         .find(|c| &c.name == name)
                         .ok_or_else(|| {
                             Error::InvalidRequest(format!(
-                                "unknown column {name:?} in table {}",
+                                "unknown column {:?} in table {}",
+                                protocol::status::clip(name),
                                 table.name
                             ))
                         })?;

@@ -188,20 +188,21 @@ fn authorize(expected: Option<&str>, req: Request<()>) -> Result<Request<()>, St
         .get("authorization")
         .map(|v| v.as_bytes())
         .unwrap_or_default();
-    let ok = match given.split_first_chunk::<6>() {
-        Some((b"Bearer", rest)) => constant_time_eq(rest.trim_ascii(), expected.as_bytes()),
-        Some((b"Basic ", rest)) => {
-            use base64::Engine;
-            base64::engine::general_purpose::STANDARD
-                .decode(rest.trim_ascii())
-                .ok()
-                .and_then(|pair| {
-                    let colon = pair.iter().position(|&b| b == b':')?;
-                    Some(constant_time_eq(&pair[colon + 1..], expected.as_bytes()))
-                })
-                .unwrap_or(false)
-        }
-        _ => false,
+    // The scheme and one space, as RFC 6750 writes it: `BearerTOKEN` is not a bearer token.
+    let ok = if let Some(rest) = given.strip_prefix(b"Bearer ") {
+        constant_time_eq(rest.trim_ascii(), expected.as_bytes())
+    } else if let Some(rest) = given.strip_prefix(b"Basic ") {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(rest.trim_ascii())
+            .ok()
+            .and_then(|pair| {
+                let colon = pair.iter().position(|&b| b == b':')?;
+                Some(constant_time_eq(&pair[colon + 1..], expected.as_bytes()))
+            })
+            .unwrap_or(false)
+    } else {
+        false
     };
     if ok {
         Ok(req)
@@ -237,6 +238,7 @@ mod tests {
         for bad in [
             None,
             Some("Bearer wrong!"),
+            Some("Bearers3cret"),
             Some("s3cret"),
             Some("Bearer s3cre"),
             Some("Basic YW55b25lOndyb25n"), // anyone:wrong

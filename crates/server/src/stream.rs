@@ -23,7 +23,18 @@ struct Active {
     started: std::time::Instant,
     rows: u64,
     bytes: u64,
-    failed: bool,
+    outcome: Outcome,
+}
+
+/// How a DoGet stream ended, for its log event.
+#[derive(Clone, Copy)]
+enum Outcome {
+    /// Dropped before its end: the client went away, or shutdown cut it.
+    Cancelled,
+    /// Ended with an error status.
+    Error,
+    /// Every batch was sent.
+    Ended,
 }
 
 impl Drop for Active {
@@ -34,7 +45,11 @@ impl Drop for Active {
             rows = self.rows,
             bytes = self.bytes,
             duration_ms = self.started.elapsed().as_millis() as u64,
-            outcome = if self.failed { "error" } else { "ended" },
+            outcome = match self.outcome {
+                Outcome::Cancelled => "cancelled",
+                Outcome::Error => "error",
+                Outcome::Ended => "ended",
+            },
             "DoGet stream closed"
         );
     }
@@ -73,9 +88,19 @@ pub fn flight_data(
         started: std::time::Instant::now(),
         rows: 0,
         bytes: 0,
-        failed: false,
+        outcome: Outcome::Cancelled,
     };
-    let body = ReceiverStream::new(batches).map(move |item| {
+    // A `None` after the last item marks a stream that reached its end.
+    let items = ReceiverStream::new(batches)
+        .map(Some)
+        .chain(futures::stream::once(async { None }));
+    let body = items.filter_map(move |item| {
+        let Some(item) = item else {
+            if !matches!(active.outcome, Outcome::Error) {
+                active.outcome = Outcome::Ended;
+            }
+            return futures::future::ready(None);
+        };
         let metrics = active.metrics.clone();
         let result = item.and_then(|(decoded, _reservation)| {
             let (_, encoded) = generator
@@ -95,12 +120,12 @@ pub fn flight_data(
                 None => data,
             })
         });
-        result.map_err(|e| {
+        futures::future::ready(Some(result.map_err(|e| {
             let status = Status::from(e);
             count_error(&metrics, &status);
-            active.failed = true;
+            active.outcome = Outcome::Error;
             status
-        })
+        })))
     });
     futures::stream::once(async move { Ok(head) }).chain(body)
 }

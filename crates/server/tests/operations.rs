@@ -452,7 +452,8 @@ impl Drop for ServerProcess {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_carry_one_event_per_stream() {
-    let mut server = ServerProcess::start(&["--log-format", "json"]);
+    // Small batches, so a chunk is far more than a client's HTTP/2 window holds.
+    let mut server = ServerProcess::start(&["--log-format", "json", "--batch-rows", "500"]);
     let mut client = server.client().await;
     let info = client
         .get_flight_info(path("public", "devices"))
@@ -462,7 +463,27 @@ async fn json_logs_carry_one_event_per_stream() {
         .await
         .unwrap();
     assert_eq!(row_count(&rows.batches), 100);
+    // A stream the client leaves after its first batch is logged as cancelled, not ended.
+    let metrics = client
+        .get_flight_info(path("public", "metrics"))
+        .await
+        .unwrap();
+    let first = read_batches(&mut client, metrics.endpoint[0].ticket.clone().unwrap(), 1)
+        .await
+        .unwrap();
+    assert_eq!(first.batches.len(), 1);
     drop(client);
+    // The server notices the departed client on its next send.
+    let log_file = server.2.clone();
+    wait_until(Duration::from_secs(30), "two stream events", || {
+        let log_file = log_file.clone();
+        async move {
+            std::fs::read_to_string(&log_file)
+                .map(|l| l.matches("DoGet stream closed").count() == 2)
+                .unwrap_or(false)
+        }
+    })
+    .await;
     server.sigterm();
     assert_eq!(
         server.exit_within(Duration::from_secs(10)).await.code(),
@@ -478,13 +499,14 @@ async fn json_logs_carry_one_event_per_stream() {
         .iter()
         .filter(|e| e["fields"]["message"] == "DoGet stream closed")
         .collect();
-    assert_eq!(closed.len(), 1, "{log}");
+    assert_eq!(closed.len(), 2, "{log}");
     let f = &closed[0]["fields"];
     assert_eq!(f["relation"], "public.devices");
     assert_eq!(f["rows"], 100);
     assert!(f["bytes"].as_u64().unwrap() > 0);
     assert!(f["duration_ms"].is_u64());
     assert_eq!(f["outcome"], "ended");
+    assert_eq!(closed[1]["fields"]["outcome"], "cancelled", "{log}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

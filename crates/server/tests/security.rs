@@ -70,3 +70,29 @@ async fn row_level_security_on_a_hypertable_is_respected() {
         .await
         .unwrap();
 }
+
+/// Error messages quote client input only up to a bound: a 10,000-character table name is
+/// NOT_FOUND with a short message, not a header too large for gRPC (RESOURCE_EXHAUSTED).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_names_get_short_errors() {
+    let server = TestServer::start(config(fixture_url())).await;
+    let mut client = server.client().await;
+    let name = "x".repeat(10_000);
+    let e = status(
+        client
+            .get_flight_info(path("public", &name))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code(), tonic::Code::NotFound, "{}", e.message().len());
+    assert!(e.message().len() < 400, "{} bytes", e.message().len());
+    let cmd = serde_json::json!({"table": "public.metrics", "columns": [name]});
+    let e = status(
+        client
+            .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(cmd.to_string()))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code(), tonic::Code::InvalidArgument);
+    assert!(e.message().len() < 400, "{} bytes", e.message().len());
+}
