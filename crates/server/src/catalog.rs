@@ -156,6 +156,9 @@ pub struct Partition {
     pub estimated_rows: i64,
     /// Whether its heap can be addressed by ctid (false for foreign-table partitions).
     pub has_heap: bool,
+    /// The role may select from the leaf itself; if not (granted on the parent only), the leaf
+    /// is read through the parent.
+    pub readable: bool,
 }
 
 /// What a table is, as far as planning is concerned.
@@ -688,7 +691,8 @@ async fn discover_partitions(
     let rows = client
         .query(
             "SELECT p.oid, n.nspname::text, c.relname::text, c.relfilenode,
-                    pg_catalog.pg_table_size(c.oid), c.reltuples::float8, c.relkind = 'r'
+                    pg_catalog.pg_table_size(c.oid), c.reltuples::float8, c.relkind = 'r',
+                    pg_catalog.has_table_privilege(c.oid, 'SELECT')
              FROM unnest($1::oid[]) AS p(oid)
              CROSS JOIN LATERAL pg_catalog.pg_partition_tree(p.oid) t
              JOIN pg_catalog.pg_class c ON c.oid = t.relid
@@ -708,6 +712,7 @@ async fn discover_partitions(
             size_bytes,
             estimated_rows: estimate(row.get(5)),
             has_heap: row.get(6),
+            readable: row.get(7),
         });
     }
     Ok(out)

@@ -469,6 +469,10 @@ impl Planner {
                     .iter()
                     .find(|p| p.name == scanned)
                     .ok_or_else(|| Error::ChunkGone(scanned.to_string()))?;
+                if !part.readable {
+                    // Granted on the parent only: read the leaf as the parent shows it.
+                    through = Some(table.name.clone());
+                }
                 (true, part.has_heap, None)
             }
             TableKind::Plain { .. } if scanned == table.name => (true, true, None),

@@ -148,7 +148,12 @@ impl ScanSpec {
         format!(
             "COPY (SELECT {} FROM {}{}{}) TO STDOUT (FORMAT binary)",
             select.join(", "),
-            if self.only { "ONLY " } else { "" },
+            // Through a parent, its children are what is read.
+            if self.only && self.through.is_none() {
+                "ONLY "
+            } else {
+                ""
+            },
             from,
             where_clause
         )
@@ -312,11 +317,15 @@ async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Resu
     // without positions (a view, a materialized view, which cannot be locked) needs no lock.
     let mut lock = String::new();
     if spec.with_tid {
-        lock = format!(
-            "LOCK TABLE {}{}",
-            if spec.only { "ONLY " } else { "" },
-            spec.relation.quoted()
-        );
+        // Through a parent, the parent is what the role may lock (locking it locks its children).
+        lock = match &spec.through {
+            Some(parent) => format!("LOCK TABLE {}", parent.quoted()),
+            None => format!(
+                "LOCK TABLE {}{}",
+                if spec.only { "ONLY " } else { "" },
+                spec.relation.quoted()
+            ),
+        };
         if let Some(c) = &spec.compressed {
             lock.push_str(&format!(", {}", c.relation.quoted()));
         }
