@@ -275,6 +275,7 @@ pub struct Catalog {
     cache: Option<Cache<(), Arc<Snapshot>>>,
     timescaledb_support: bool,
     schemas: Vec<String>,
+    tables: crate::config::TableFilter,
     metrics: Arc<Metrics>,
 }
 
@@ -285,6 +286,7 @@ impl Catalog {
         cache_ttl: Option<Duration>,
         timescaledb_support: bool,
         schemas: Vec<String>,
+        tables: crate::config::TableFilter,
         metrics: Arc<Metrics>,
     ) -> Self {
         let cache = cache_ttl.map(|ttl| Cache::builder().max_capacity(1).time_to_live(ttl).build());
@@ -293,6 +295,7 @@ impl Catalog {
             cache,
             timescaledb_support,
             schemas,
+            tables,
             metrics,
         }
     }
@@ -417,6 +420,7 @@ impl Catalog {
         let tables: Vec<(u32, Table)> = rows
             .iter()
             .filter_map(|row| classify(row, &hyper, &mut partitioned))
+            .filter(|(_, t)| self.tables.allows(&t.name.to_string()))
             .collect();
 
         let oids: Vec<u32> = tables.iter().map(|(oid, _)| *oid).collect();

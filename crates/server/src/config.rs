@@ -126,6 +126,12 @@ pub struct Settings {
     /// Schemas exposed; empty means every user schema.
     #[serde(deserialize_with = "list_or_csv")]
     pub schemas: Vec<String>,
+    /// Glob patterns on `schema.table`: only matching relations are exposed; empty means all.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub tables_include: Vec<String>,
+    /// Glob patterns on `schema.table`: matching relations are never exposed.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub tables_exclude: Vec<String>,
     /// HMAC key for tickets; `None` draws a random one per process.
     pub ticket_secret: Option<Secret>,
     /// File holding the ticket secret.
@@ -162,6 +168,8 @@ impl Default for Settings {
             batch_rows: 65_536,
             plain_endpoint_mb: 64,
             schemas: Vec::new(),
+            tables_include: Vec::new(),
+            tables_exclude: Vec::new(),
             ticket_secret: None,
             ticket_secret_file: None,
             ticket_ttl_minutes: 60,
@@ -237,6 +245,12 @@ pub struct Overrides {
     /// Comma-separated schemas to expose (default: all user schemas).
     #[arg(long)]
     pub schemas: Option<String>,
+    /// Comma-separated glob patterns on schema.table to expose (default: all).
+    #[arg(long)]
+    pub tables_include: Option<String>,
+    /// Comma-separated glob patterns on schema.table never to expose.
+    #[arg(long)]
+    pub tables_exclude: Option<String>,
     /// HMAC key for tickets (at least 16 bytes); share it across a fleet. Prefer the file form.
     #[arg(long)]
     pub ticket_secret: Option<Secret>,
@@ -371,6 +385,10 @@ impl Settings {
         if self.schemas.iter().any(|s| s.is_empty()) {
             return Err(invalid("schemas", "empty schema name"));
         }
+        let tables = TableFilter {
+            include: globs("tables_include", &self.tables_include)?,
+            exclude: globs("tables_exclude", &self.tables_exclude)?,
+        };
         let tls = match (self.tls_cert, self.tls_key) {
             (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
             (None, None) => None,
@@ -421,6 +439,7 @@ impl Settings {
                 1 << 20,
             )? << 20,
             schemas: self.schemas,
+            tables,
             ticket_secret,
             ticket_ttl: minutes(in_range(
                 "ticket_ttl_minutes",
@@ -538,6 +557,42 @@ fn secret_from(
     }
 }
 
+/// `tables_include` / `tables_exclude`: glob patterns matched against `schema.table`.
+#[derive(Debug, Clone, Default)]
+pub struct TableFilter {
+    include: Option<globset::GlobSet>,
+    exclude: Option<globset::GlobSet>,
+}
+
+impl TableFilter {
+    /// Whether the relation `schema.table` is exposed.
+    pub fn allows(&self, qualified: &str) -> bool {
+        self.include.as_ref().is_none_or(|g| g.is_match(qualified))
+            && !self.exclude.as_ref().is_some_and(|g| g.is_match(qualified))
+    }
+}
+
+fn globs(
+    setting: &'static str,
+    patterns: &[String],
+) -> Result<Option<globset::GlobSet>, ConfigError> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let mut set = globset::GlobSetBuilder::new();
+    for p in patterns {
+        // `*` stays within a name: `public.*` is every table of public, not of public_x.
+        let glob = globset::GlobBuilder::new(p)
+            .literal_separator(false)
+            .build()
+            .map_err(|e| invalid(setting, format!("{p:?}: {e}")))?;
+        set.add(glob);
+    }
+    set.build()
+        .map(Some)
+        .map_err(|e| invalid(setting, e.to_string()))
+}
+
 /// Certificate and key files for TLS.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -572,6 +627,8 @@ pub struct Config {
     pub plain_endpoint_bytes: u64,
     /// Exposed schemas; empty means all user schemas.
     pub schemas: Vec<String>,
+    /// Which relations of those schemas are exposed.
+    pub tables: TableFilter,
     /// HMAC key for tickets.
     pub ticket_secret: Vec<u8>,
     /// Lifetime of an issued ticket.

@@ -41,15 +41,15 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The metrics address could not be bound.
-    #[error("cannot listen for metrics on {addr:?}: {source}")]
+    #[error("cannot listen for metrics on {addr}: {source}")]
     MetricsListen {
         /// The address.
-        addr: Option<std::net::SocketAddr>,
+        addr: String,
         /// Why.
         source: std::io::Error,
     },
-    /// tonic failed (bad TLS material, listener failure).
-    #[error("transport: {0}")]
+    /// tonic failed (bad TLS material, listener failure); the message is the innermost cause.
+    #[error("cannot serve (TLS or transport set-up): {}", protocol::client::innermost(.0))]
     Transport(#[from] tonic::transport::Error),
 }
 
@@ -64,7 +64,10 @@ pub async fn run(
     let metrics_listener = crate::metrics::bind(config.metrics_listen)
         .await
         .map_err(|source| ServerError::MetricsListen {
-            addr: config.metrics_listen,
+            addr: config
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
             source,
         })?;
     let pool = crate::db::pool(&config);
@@ -73,6 +76,7 @@ pub async fn run(
         config.cache_ttl,
         config.timescaledb_support,
         config.schemas.clone(),
+        config.tables.clone(),
         metrics.clone(),
     ));
     let planner = Planner {
@@ -102,7 +106,8 @@ pub async fn run(
         tokio::spawn(sweep_snapshots(snapshots.clone())),
     ];
     if let Some(l) = metrics_listener {
-        tracing::info!(addr = ?l.local_addr().ok(), "serving /metrics");
+        let addr = l.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, "serving /metrics");
         background.push(tokio::spawn(crate::metrics::serve(l, metrics)));
     }
 
@@ -124,7 +129,15 @@ pub async fn run(
     let flight = tonic::service::interceptor::InterceptedService::new(flight, move |req| {
         authorize(token.as_deref(), req)
     });
-    tracing::info!(addr = ?listener.local_addr().ok(), tls = config.tls.is_some(), "serving Flight");
+    let addr = listener.local_addr().ok();
+    if config.auth_token.is_none() && addr.is_some_and(|a| !a.ip().is_loopback()) {
+        // Anyone who reaches this address reads everything the database role can.
+        tracing::warn!(
+            addr = %addr.map(|a| a.to_string()).unwrap_or_default(),
+            "listening on a non-loopback address without auth_token: every client can read every exposed table; set auth_token (and TLS)"
+        );
+    }
+    tracing::info!(addr = %addr.map(|a| a.to_string()).unwrap_or_default(), tls = config.tls.is_some(), "serving Flight");
 
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let served = builder.add_service(flight).serve_with_incoming_shutdown(

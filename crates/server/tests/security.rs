@@ -3,6 +3,7 @@
 //! endpoints and resume tickets kept.
 
 use arrow_flight::Ticket;
+use futures::TryStreamExt;
 use testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,4 +151,40 @@ async fn partitions_granted_on_the_parent_only_read_through_it() {
     db.batch_execute(&format!("DROP ROLE {role}"))
         .await
         .unwrap();
+}
+
+/// `tables_include` / `tables_exclude` narrow what is exposed, on top of `schemas`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_patterns_narrow_what_is_exposed() {
+    let settings = server::config::Settings {
+        database_url: fixture_url().into(),
+        metrics_listen: String::new(),
+        tables_include: vec!["public.*".into()],
+        tables_exclude: vec!["public.dev*".into()],
+        ..Default::default()
+    };
+    let server = TestServer::start(settings.validate().unwrap()).await;
+    let mut client = server.client().await;
+    let listed: Vec<String> = client
+        .list_flights(arrow_flight::Criteria::default().expression)
+        .await
+        .unwrap()
+        .map_ok(|i| i.flight_descriptor.unwrap().path.join("."))
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(listed.contains(&"public.metrics".to_string()), "{listed:?}");
+    assert!(
+        listed
+            .iter()
+            .all(|t| t.starts_with("public.") && t != "public.devices"),
+        "{listed:?}"
+    );
+    let e = status(
+        client
+            .get_flight_info(path("public", "devices"))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(e.code(), tonic::Code::NotFound);
 }
