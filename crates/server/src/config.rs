@@ -138,6 +138,8 @@ pub struct Settings {
     pub ticket_secret_file: Option<PathBuf>,
     /// Lifetime of an issued ticket.
     pub ticket_ttl_minutes: u64,
+    /// A consistent snapshot no scan used for this long is released.
+    pub snapshot_idle_seconds: u64,
     /// Per-statement limit on the database side for scans.
     pub statement_timeout_seconds: u64,
     /// After SIGTERM, how long running streams may take to finish.
@@ -173,6 +175,7 @@ impl Default for Settings {
             ticket_secret: None,
             ticket_secret_file: None,
             ticket_ttl_minutes: 60,
+            snapshot_idle_seconds: 60,
             statement_timeout_seconds: 3_600,
             shutdown_grace_seconds: 30,
             auth_token: None,
@@ -260,6 +263,9 @@ pub struct Overrides {
     /// Lifetime of an issued ticket in minutes.
     #[arg(long)]
     pub ticket_ttl_minutes: Option<u64>,
+    /// Seconds after which a consistent snapshot no scan uses is released.
+    #[arg(long)]
+    pub snapshot_idle_seconds: Option<u64>,
     /// Database-side limit on one scan statement, in seconds.
     #[arg(long)]
     pub statement_timeout_seconds: Option<u64>,
@@ -447,6 +453,12 @@ impl Settings {
                 1,
                 7 * 1_440,
             )?),
+            snapshot_idle: Duration::from_secs(in_range(
+                "snapshot_idle_seconds",
+                self.snapshot_idle_seconds,
+                1,
+                86_400,
+            )?),
             statement_timeout: Duration::from_secs(in_range(
                 "statement_timeout_seconds",
                 self.statement_timeout_seconds,
@@ -633,6 +645,8 @@ pub struct Config {
     pub ticket_secret: Vec<u8>,
     /// Lifetime of an issued ticket.
     pub ticket_ttl: Duration,
+    /// A consistent snapshot unused this long is released.
+    pub snapshot_idle: Duration,
     /// Database-side limit on one scan statement.
     pub statement_timeout: Duration,
     /// Bound on the wait for running streams at shutdown.

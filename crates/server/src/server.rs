@@ -93,7 +93,7 @@ pub async fn run(
         budget: Arc::new(MemoryBudget::new(config.max_memory_bytes, metrics.clone())),
         metrics: metrics.clone(),
     };
-    let snapshots = Arc::new(Snapshots::new(pool));
+    let snapshots = Arc::new(Snapshots::new(pool, config.snapshot_idle));
     let service = Arc::new(Service::new(
         catalog.clone(),
         planner,
@@ -183,7 +183,7 @@ async fn rediscover(catalog: Arc<Catalog>, interval: std::time::Duration) {
 
 /// Releases consistent snapshots whose tickets expired.
 async fn sweep_snapshots(snapshots: Arc<Snapshots>) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         ticks.tick().await;
         snapshots.sweep(crate::service::now_ms());

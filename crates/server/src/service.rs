@@ -165,11 +165,17 @@ impl Service {
         let snapshot = self.catalog.snapshot().await?;
         let (spec, schema) = self.planner.resolve(&snapshot, &body)?;
         let on_complete = match &spec.snapshot {
-            Some(id) if !self.snapshots.is_held(id) => return Err(Error::SnapshotGone(id.clone())),
             Some(id) => {
+                let attached = self
+                    .snapshots
+                    .attach(id)
+                    .ok_or_else(|| Error::SnapshotGone(id.clone()))?;
                 let (snapshots, id, relation) =
                     (self.snapshots.clone(), id.clone(), spec.relation.clone());
-                Box::new(move || snapshots.completed(&id, &relation)) as Box<dyn FnOnce() + Send>
+                Box::new(move || {
+                    drop(attached);
+                    snapshots.completed(&id, &relation)
+                }) as Box<dyn FnOnce() + Send>
             }
             None => Box::new(|| {}),
         };

@@ -4,7 +4,8 @@
 //! Planning opens a REPEATABLE READ transaction on a connection taken out of the pool, exports its
 //! snapshot (`pg_export_snapshot`) and keeps the transaction open; each scan then starts with
 //! `SET TRANSACTION SNAPSHOT`. A snapshot is released when every planned relation was read to its end,
-//! when its tickets expire, or at shutdown. At most [`MAX_HELD`] are held at once: each pins a backend
+//! when its tickets expire, when no scan has used it for `snapshot_idle_seconds` (so a client that
+//! plans and never reads cannot hold one, and vacuum, for the tickets' lifetime), or at shutdown. At most [`MAX_HELD`] are held at once: each pins a backend
 //! and holds back vacuum.
 
 use std::collections::{HashMap, HashSet};
@@ -22,12 +23,33 @@ struct Held {
     _client: ClientWrapper,
     expires_at_ms: i64,
     pending: HashSet<QualifiedName>,
+    /// Scans attached now; an attached snapshot is never idle.
+    in_use: usize,
+    /// When it was exported, or a scan last attached or detached.
+    last_used_ms: i64,
 }
 
 /// The snapshots this server holds open.
 pub struct Snapshots {
     pool: Pool,
     held: Mutex<HashMap<String, Held>>,
+    idle_ms: i64,
+}
+
+/// A scan's use of a held snapshot; the snapshot counts as in use until this is dropped.
+pub struct SnapshotUse {
+    snapshots: std::sync::Arc<Snapshots>,
+    id: String,
+}
+
+impl Drop for SnapshotUse {
+    fn drop(&mut self) {
+        let mut held = self.snapshots.held.lock().expect("snapshot registry lock");
+        if let Some(h) = held.get_mut(&self.id) {
+            h.in_use = h.in_use.saturating_sub(1);
+            h.last_used_ms = crate::service::now_ms();
+        }
+    }
 }
 
 /// Whether `id` looks like what `pg_export_snapshot` returns; it is spliced into SQL.
@@ -36,11 +58,13 @@ pub fn is_valid_id(id: &str) -> bool {
 }
 
 impl Snapshots {
-    /// An empty registry drawing connections from `pool`.
-    pub fn new(pool: Pool) -> Self {
+    /// An empty registry drawing connections from `pool`; a snapshot no scan used for `idle` is
+    /// released.
+    pub fn new(pool: Pool, idle: std::time::Duration) -> Self {
         Snapshots {
             pool,
             held: Mutex::new(HashMap::new()),
+            idle_ms: idle.as_millis() as i64,
         }
     }
 
@@ -78,6 +102,8 @@ impl Snapshots {
                 _client: client,
                 expires_at_ms,
                 pending: HashSet::new(),
+                in_use: 0,
+                last_used_ms: crate::service::now_ms(),
             },
         );
         Ok(id)
@@ -94,12 +120,17 @@ impl Snapshots {
         }
     }
 
-    /// Whether `id` is still held (scans cannot attach to a released snapshot).
-    pub fn is_held(&self, id: &str) -> bool {
-        self.held
-            .lock()
-            .expect("snapshot registry lock")
-            .contains_key(id)
+    /// Attaches a scan to `id`, or `None` when it is no longer held (scans cannot attach to a
+    /// released snapshot).
+    pub fn attach(self: &std::sync::Arc<Self>, id: &str) -> Option<SnapshotUse> {
+        let mut held = self.held.lock().expect("snapshot registry lock");
+        let h = held.get_mut(id)?;
+        h.in_use += 1;
+        h.last_used_ms = crate::service::now_ms();
+        Some(SnapshotUse {
+            snapshots: self.clone(),
+            id: id.to_string(),
+        })
     }
 
     /// A scan of `relation` under `id` reached its end; the last one releases the snapshot.
@@ -114,12 +145,19 @@ impl Snapshots {
         }
     }
 
-    /// Releases snapshots whose tickets expired.
+    /// Releases snapshots whose tickets expired, and those no scan used for the idle limit.
     pub fn sweep(&self, now_ms: i64) {
+        let idle_ms = self.idle_ms;
         self.held
             .lock()
             .expect("snapshot registry lock")
-            .retain(|_, h| h.expires_at_ms > now_ms);
+            .retain(|id, h| {
+                let idle = h.in_use == 0 && now_ms - h.last_used_ms > idle_ms;
+                if idle {
+                    tracing::info!(snapshot = %id, "consistent snapshot released: unused for snapshot_idle_seconds");
+                }
+                h.expires_at_ms > now_ms && !idle
+            });
     }
 
     /// Snapshots held now.

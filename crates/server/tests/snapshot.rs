@@ -137,3 +137,40 @@ async fn a_ninth_held_snapshot_is_resource_exhausted() {
     client.get_flight_info(consistent()).await.unwrap();
     assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 8);
 }
+
+/// A client that plans a consistent read and never reads cannot hold the snapshot (and vacuum)
+/// for the tickets' lifetime: unused for `snapshot_idle_seconds`, it is released, and its tickets
+/// then say FAILED_PRECONDITION (plan again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unused_snapshot_is_released_after_the_idle_limit() {
+    let mut c = config(fixture_url());
+    c.snapshot_idle = std::time::Duration::from_secs(1);
+    let server = TestServer::start(c).await;
+    let mut client = server.client().await;
+    let info = client
+        .get_flight_info(FlightDescriptor::new_cmd(
+            json!({"table": "public.devices", "consistent_snapshot": true}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(action_json(&mut client, "stats").await["held_snapshots"], 1);
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the idle snapshot released",
+        || {
+            let server = &server;
+            async move {
+                action_json(&mut server.client().await, "stats").await["held_snapshots"] == 0
+            }
+        },
+    )
+    .await;
+    let e = status(
+        client
+            .do_get(info.endpoint[0].ticket.clone().unwrap())
+            .await
+            .err()
+            .expect("a released snapshot cannot be read"),
+    );
+    assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
+}
