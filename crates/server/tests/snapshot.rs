@@ -165,12 +165,9 @@ async fn an_unused_snapshot_is_released_after_the_idle_limit() {
         },
     )
     .await;
-    let e = status(
-        client
-            .do_get(info.endpoint[0].ticket.clone().unwrap())
-            .await
-            .err()
-            .expect("a released snapshot cannot be read"),
-    );
+    let Err(e) = client.do_get(info.endpoint[0].ticket.clone().unwrap()).await else {
+        panic!("a released snapshot cannot be read");
+    };
+    let e = status(e);
     assert_eq!(e.code(), tonic::Code::FailedPrecondition, "{}", e.message());
 }
