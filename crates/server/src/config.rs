@@ -140,6 +140,8 @@ pub struct Settings {
     pub ticket_ttl_minutes: u64,
     /// A consistent snapshot no scan used for this long is released.
     pub snapshot_idle_seconds: u64,
+    /// A client that takes no batch for this long loses its scan slot.
+    pub stalled_stream_seconds: u64,
     /// Per-statement limit on the database side for scans.
     pub statement_timeout_seconds: u64,
     /// After SIGTERM, how long running streams may take to finish.
@@ -176,6 +178,7 @@ impl Default for Settings {
             ticket_secret_file: None,
             ticket_ttl_minutes: 60,
             snapshot_idle_seconds: 60,
+            stalled_stream_seconds: 30,
             statement_timeout_seconds: 3_600,
             shutdown_grace_seconds: 30,
             auth_token: None,
@@ -266,6 +269,9 @@ pub struct Overrides {
     /// Seconds after which a consistent snapshot no scan uses is released.
     #[arg(long)]
     pub snapshot_idle_seconds: Option<u64>,
+    /// Seconds a client may take no batch before its stream gives up its scan slot.
+    #[arg(long)]
+    pub stalled_stream_seconds: Option<u64>,
     /// Database-side limit on one scan statement, in seconds.
     #[arg(long)]
     pub statement_timeout_seconds: Option<u64>,
@@ -452,6 +458,12 @@ impl Settings {
                 self.ticket_ttl_minutes,
                 1,
                 7 * 1_440,
+            )?),
+            stall_timeout: Duration::from_secs(in_range(
+                "stalled_stream_seconds",
+                self.stalled_stream_seconds,
+                1,
+                86_400,
             )?),
             snapshot_idle: Duration::from_secs(in_range(
                 "snapshot_idle_seconds",
@@ -647,6 +659,8 @@ pub struct Config {
     pub ticket_ttl: Duration,
     /// A consistent snapshot unused this long is released.
     pub snapshot_idle: Duration,
+    /// A client that takes no batch this long loses its scan.
+    pub stall_timeout: Duration,
     /// Database-side limit on one scan statement.
     pub statement_timeout: Duration,
     /// Bound on the wait for running streams at shutdown.

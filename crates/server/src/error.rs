@@ -28,6 +28,10 @@ pub enum Error {
     /// A consistent-snapshot ticket whose snapshot the server no longer holds.
     #[error("snapshot {0} is no longer held (all endpoints were read, or it expired); call GetFlightInfo again")]
     SnapshotGone(String),
+    /// The client took no batch for this long: its scan gave up the slot; resume from the last
+    /// ticket.
+    #[error("the client read nothing for {}s, so this stream gave up its scan slot; resume from the last batch's ticket", .0.as_secs())]
+    Stalled(std::time::Duration),
     /// The server is shutting down and starts no new scans.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -130,6 +134,7 @@ impl From<Error> for Status {
             }
             Error::Busy(_) => (Code::ResourceExhausted, e.to_string()),
             Error::ShuttingDown => (Code::Unavailable, e.to_string()),
+            Error::Stalled(_) => (Code::Aborted, e.to_string()),
             Error::Database(db) => match db {
                 DbError::Unavailable(_) => (Code::Unavailable, "database unavailable".into()),
                 DbError::Cancelled => (

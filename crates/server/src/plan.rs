@@ -106,6 +106,8 @@ pub struct Planner {
     pub endpoint_blocks: i64,
     /// Database-side limit on one scan.
     pub statement_timeout: Duration,
+    /// How long a client may take no batch before its scan ends (`stalled_stream_seconds`).
+    pub stall_timeout: Duration,
 }
 
 impl Planner {
@@ -526,6 +528,7 @@ impl Planner {
                 snapshot: db_snapshot,
                 batch_rows: self.batch_rows,
                 statement_timeout: self.statement_timeout,
+                stall_timeout: self.stall_timeout,
                 compressed,
             },
             schema,

@@ -68,6 +68,8 @@ pub struct ScanSpec {
     pub batch_rows: usize,
     /// Database-side limit on the COPY.
     pub statement_timeout: Duration,
+    /// A client that takes no batch for this long loses its scan (and slot) and is told to resume.
+    pub stall_timeout: Duration,
     /// A compressed chunk: its compressed batches are read first (unless `resume_after` says the
     /// heap part has begun), then its heap.
     pub compressed: Option<CompressedSource>,
@@ -178,6 +180,25 @@ fn literal(dim: &TimeDimension, value: i64) -> String {
 /// What arrives from a scan: a batch with the budget it holds, or the error that ended the scan.
 pub type ScanItem = Result<(ScanBatch, Reservation), Error>;
 
+/// A running scan's output: its batches, and an error that ended it while the channel was full (a
+/// stalled client), delivered after the batches already queued.
+pub struct ScanStream {
+    /// Batches, or the error that ended the scan.
+    pub rx: mpsc::Receiver<ScanItem>,
+    /// The error that ended the scan when it could not be queued.
+    pub late: Arc<std::sync::Mutex<Option<Error>>>,
+}
+
+/// Queues `e` for the stream; when the channel is full (the client reads nothing), leaves it in
+/// `late` rather than waiting, so the scan ends now and frees its slot.
+fn deliver(tx: &mpsc::Sender<ScanItem>, late: &std::sync::Mutex<Option<Error>>, e: Error) {
+    if let Err(mpsc::error::TrySendError::Full(Err(e))) = tx.try_send(Err(e)) {
+        if let Ok(mut slot) = late.lock() {
+            *slot = Some(e);
+        }
+    }
+}
+
 /// Runs scans: the pool they read from, the server-wide cap on running scans, and the memory budget
 /// for batches waiting to be sent.
 pub struct Scanner {
@@ -196,12 +217,10 @@ impl Scanner {
     /// channel. The scan first waits for a slot, calls `on_complete` once the relation was read to its
     /// end, and stops — cancelling the query on the database and discarding the connection — as soon
     /// as the receiver is dropped.
-    pub fn start(
-        &self,
-        spec: ScanSpec,
-        on_complete: impl FnOnce() + Send + 'static,
-    ) -> mpsc::Receiver<ScanItem> {
+    pub fn start(&self, spec: ScanSpec, on_complete: impl FnOnce() + Send + 'static) -> ScanStream {
         let (tx, rx) = mpsc::channel(CHANNEL_BATCHES);
+        let late = Arc::new(std::sync::Mutex::new(None));
+        let late_for_scan = late.clone();
         let (pool, slots, budget, metrics) = (
             self.pool.clone(),
             self.slots.clone(),
@@ -209,12 +228,13 @@ impl Scanner {
             self.metrics.clone(),
         );
         tokio::spawn(async move {
+            let late = late_for_scan;
             let slot = tokio::select! {
                 slot = slots.acquire_owned() => slot,
                 _ = tx.closed() => return,
             };
             let Ok(_slot) = slot else {
-                let _ = tx.send(Err(Error::ShuttingDown)).await;
+                deliver(&tx, &late, Error::ShuttingDown);
                 return;
             };
             metrics.active_scans.inc();
@@ -223,7 +243,7 @@ impl Scanner {
             let client = match pool.get().await {
                 Ok(c) => c,
                 Err(e) => {
-                    let _ = tx.send(Err(e.into())).await;
+                    deliver(&tx, &late, e.into());
                     return;
                 }
             };
@@ -250,10 +270,10 @@ impl Scanner {
                     }
                     other => other,
                 };
-                let _ = tx.send(Err(e)).await;
+                deliver(&tx, &late, e);
             }
         });
-        rx
+        ScanStream { rx, late }
     }
 }
 
@@ -270,15 +290,25 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     Guard(Some(f))
 }
 
-/// Reserves budget for `batch` and sends it; false when the receiver went away meanwhile.
-async fn hand_on(batch: ScanBatch, budget: &MemoryBudget, tx: &mpsc::Sender<ScanItem>) -> bool {
+/// Reserves budget for `batch` and sends it; false when the receiver went away meanwhile. A client
+/// that takes nothing for `stall` ends the scan with [`Error::Stalled`]: waiting for budget is the
+/// server's doing and does not count.
+async fn hand_on(
+    batch: ScanBatch,
+    budget: &MemoryBudget,
+    tx: &mpsc::Sender<ScanItem>,
+    stall: Duration,
+) -> Result<bool, Error> {
     let reserved = tokio::select! {
         r = budget.reserve(batch.batch.get_array_memory_size()) => r,
-        _ = tx.closed() => return false,
+        _ = tx.closed() => return Ok(false),
     };
-    match reserved {
-        Some(r) => tx.send(Ok((batch, r))).await.is_ok(),
-        None => false,
+    let Some(r) = reserved else {
+        return Ok(false);
+    };
+    match tokio::time::timeout(stall, tx.send(Ok((batch, r)))).await {
+        Ok(sent) => Ok(sent.is_ok()),
+        Err(_) => Err(Error::Stalled(stall)),
     }
 }
 
@@ -407,11 +437,11 @@ async fn copy_batches(
     let schema = crate::plan::schema_of(&spec.columns);
     let mut exploder = Exploder::new(layout, schema, source, spec.filter.clone(), spec.batch_rows);
     let explode = |decoded, ready: &mut Vec<ScanBatch>| exploder.push(decoded, ready);
-    if !copy_out(txn, &sql, decoder, budget, tx, explode).await? {
+    if !copy_out(txn, &sql, decoder, budget, tx, explode, spec.stall_timeout).await? {
         return Ok(false);
     }
     match exploder.finish()? {
-        Some(batch) => Ok(hand_on(batch, budget, tx).await),
+        Some(batch) => hand_on(batch, budget, tx, spec.stall_timeout).await,
         None => Ok(true),
     }
 }
@@ -435,7 +465,16 @@ async fn copy_heap(
         });
         Ok(())
     };
-    copy_out(txn, &spec.copy_sql(), decoder, budget, tx, heap).await
+    copy_out(
+        txn,
+        &spec.copy_sql(),
+        decoder,
+        budget,
+        tx,
+        heap,
+        spec.stall_timeout,
+    )
+    .await
 }
 
 /// Runs `sql` (a COPY … TO STDOUT), decodes it, turns each decoded batch into scan batches with
@@ -447,6 +486,7 @@ async fn copy_out(
     budget: &MemoryBudget,
     tx: &mpsc::Sender<ScanItem>,
     mut convert: impl FnMut(DecodedBatch, &mut Vec<ScanBatch>) -> Result<(), Error>,
+    stall: Duration,
 ) -> Result<bool, Error> {
     let copy = txn.copy_out(sql).await?;
     let mut ready = Vec::new();
@@ -466,7 +506,7 @@ async fn copy_out(
             convert(decoded, &mut ready)?;
         }
         for batch in ready.drain(..) {
-            if !hand_on(batch, budget, tx).await {
+            if !hand_on(batch, budget, tx, stall).await? {
                 return Ok(false);
             }
         }
@@ -480,7 +520,7 @@ async fn copy_out(
         convert(decoded, &mut ready)?;
     }
     for batch in ready {
-        if !hand_on(batch, budget, tx).await {
+        if !hand_on(batch, budget, tx, stall).await? {
             return Ok(false);
         }
     }
@@ -526,6 +566,7 @@ mod tests {
             snapshot: None,
             batch_rows: 10,
             statement_timeout: Duration::from_secs(1),
+            stall_timeout: Duration::from_secs(1),
             compressed: None,
         }
     }

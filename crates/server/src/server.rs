@@ -86,6 +86,7 @@ pub async fn run(
         // PostgreSQL's default block size; a server built with another only splits differently.
         endpoint_blocks: (config.plain_endpoint_bytes / 8192) as i64,
         statement_timeout: config.statement_timeout,
+        stall_timeout: config.stall_timeout,
     };
     let scanner = Scanner {
         pool: pool.clone(),

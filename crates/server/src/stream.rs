@@ -8,13 +8,12 @@ use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_flight::{FlightData, SchemaAsIpc};
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
-use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::scan::{Position, ScanItem};
+use crate::scan::{Position, ScanStream};
 
 /// One DoGet stream's life: counted as active while it exists, logged once when it ends.
 struct Active {
@@ -71,7 +70,7 @@ pub fn count_error(metrics: &Metrics, status: &Status) {
 pub fn flight_data(
     schema: SchemaRef,
     relation: String,
-    batches: mpsc::Receiver<ScanItem>,
+    scan: ScanStream,
     resume_ticket: impl Fn(Position) -> Bytes + Send + 'static,
     metrics: Arc<Metrics>,
 ) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
@@ -91,15 +90,23 @@ pub fn flight_data(
         outcome: Outcome::Cancelled,
     };
     // A `None` after the last item marks a stream that reached its end.
-    let items = ReceiverStream::new(batches)
+    let ScanStream { rx, late } = scan;
+    let items = ReceiverStream::new(rx)
         .map(Some)
         .chain(futures::stream::once(async { None }));
     let body = items.filter_map(move |item| {
-        let Some(item) = item else {
-            if !matches!(active.outcome, Outcome::Error) {
-                active.outcome = Outcome::Ended;
-            }
-            return futures::future::ready(None);
+        // After the queued batches, an error that could not be queued (a stalled client).
+        let item = match item {
+            Some(item) => item,
+            None => match late.lock().ok().and_then(|mut l| l.take()) {
+                Some(e) => Err(e),
+                None => {
+                    if !matches!(active.outcome, Outcome::Error) {
+                        active.outcome = Outcome::Ended;
+                    }
+                    return futures::future::ready(None);
+                }
+            },
         };
         let metrics = active.metrics.clone();
         let result = item.and_then(|(decoded, _reservation)| {

@@ -165,7 +165,10 @@ async fn an_unused_snapshot_is_released_after_the_idle_limit() {
         },
     )
     .await;
-    let Err(e) = client.do_get(info.endpoint[0].ticket.clone().unwrap()).await else {
+    let Err(e) = client
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+    else {
         panic!("a released snapshot cannot be read");
     };
     let e = status(e);
