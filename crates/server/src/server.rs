@@ -127,9 +127,13 @@ pub async fn run(
     let flight = FlightServiceServer::from_arc(service.clone())
         .max_encoding_message_size(MAX_ENCODED_MESSAGE)
         .max_decoding_message_size(MAX_DECODED_MESSAGE);
-    let flight = tonic::service::interceptor::InterceptedService::new(flight, move |req| {
-        authorize(token.as_deref(), req)
-    });
+    let throttle = Arc::new(AuthThrottle::default());
+    let flight =
+        tonic::service::interceptor::InterceptedService::new(flight, move |req: Request<()>| {
+            let peer = req.remote_addr().map(|a| a.ip());
+            throttle.check(peer)?;
+            authorize(token.as_deref(), req).inspect_err(|_| throttle.failed(peer))
+        });
     let addr = listener.local_addr().ok();
     if config.auth_token.is_none() && addr.is_some_and(|a| !a.ip().is_loopback()) {
         // Anyone who reaches this address reads everything the database role can.
@@ -227,6 +231,53 @@ fn authorize(expected: Option<&str>, req: Request<()>) -> Result<Request<()>, St
     }
 }
 
+/// Failed authentications allowed per client address and second; beyond them that address is
+/// refused for the rest of the second, so tokens cannot be guessed at network speed, while other
+/// clients are unaffected.
+const AUTH_FAILURES_PER_SECOND: u32 = 20;
+
+/// Failed authentications in the current second, by client address (reset every second, so it
+/// stays small).
+#[derive(Default)]
+struct AuthThrottle(
+    std::sync::Mutex<(
+        u64,
+        std::collections::HashMap<Option<std::net::IpAddr>, u32>,
+    )>,
+);
+
+impl AuthThrottle {
+    fn second() -> u64 {
+        crate::service::now_ms().max(0) as u64 / 1000
+    }
+
+    /// Refuses the call while its address is over this second's limit.
+    fn check(&self, peer: Option<std::net::IpAddr>) -> Result<(), Status> {
+        let over = self.0.lock().is_ok_and(|s| {
+            s.0 == Self::second()
+                && s.1
+                    .get(&peer)
+                    .is_some_and(|&n| n >= AUTH_FAILURES_PER_SECOND)
+        });
+        if over {
+            return Err(Status::resource_exhausted(
+                "too many failed authentications; retry in a second",
+            ));
+        }
+        Ok(())
+    }
+
+    fn failed(&self, peer: Option<std::net::IpAddr>) {
+        if let Ok(mut s) = self.0.lock() {
+            let now = Self::second();
+            if s.0 != now {
+                *s = (now, Default::default());
+            }
+            *s.1.entry(peer).or_default() += 1;
+        }
+    }
+}
+
 /// Equality whose time depends only on the lengths, so a token cannot be guessed byte by byte.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -235,6 +286,24 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_authentications_are_throttled() {
+        let t = AuthThrottle::default();
+        let (guesser, other) = (Some([10, 0, 0, 1].into()), Some([10, 0, 0, 2].into()));
+        for _ in 0..AUTH_FAILURES_PER_SECOND {
+            assert!(t.check(guesser).is_ok());
+            t.failed(guesser);
+        }
+        // Unless the second turned over just now, the guesser's next call is refused; others pass.
+        let refused = t.check(guesser);
+        let same_second = t.0.lock().unwrap().0 == AuthThrottle::second();
+        assert_eq!(refused.is_err(), same_second);
+        assert!(t.check(other).is_ok());
+        if let Err(s) = refused {
+            assert_eq!(s.code(), tonic::Code::ResourceExhausted);
+        }
+    }
 
     #[test]
     fn bearer_token_is_checked() {
