@@ -3,8 +3,10 @@
 //! then read as plain PostgreSQL), checks the schemas exist. Then, in both modes, asks the Flight
 //! service for `health` and its tables; with `flight_url` that is all (no PostgreSQL connection).
 //!
-//! Airbyte's convention: a config that does not work is `CONNECTION_STATUS FAILED` with exit 0; only
-//! a config file that cannot be parsed at all is a TRACE ERROR with a non-zero exit.
+//! Airbyte's convention: a config that does not work is `CONNECTION_STATUS FAILED` with exit 0, and
+//! that includes a config file that cannot be read, is not JSON, or has a key of the wrong type or a
+//! required key missing: the platform shows the message to the user. Only a failure to write stdout
+//! is an error (`read` keeps TRACE ERROR for every failure).
 
 use std::path::Path;
 
@@ -18,9 +20,14 @@ use crate::Error;
 
 /// Runs `check`: LOG lines on what was found, then the CONNECTION_STATUS message.
 pub async fn run(config: &Path, out: &mut Output) -> Result<(), Error> {
-    let config = SourceConfig::load(config)?;
-    warn_unknown_keys(&config, out)?;
-    let connection_status = match check(&config, out).await {
+    let checked = match SourceConfig::load(config) {
+        Ok(config) => {
+            warn_unknown_keys(&config, out)?;
+            check(&config, out).await
+        }
+        Err(e) => Err(e),
+    };
+    let connection_status = match checked {
         Ok(()) => ConnectionStatus {
             status: Status::Succeeded,
             message: None,

@@ -115,6 +115,10 @@ struct RawConfig {
     #[serde(default)]
     flight_url: Option<String>,
     #[serde(default)]
+    flight_token: Option<Secret>,
+    #[serde(default)]
+    flight_tls_root_certs: Option<String>,
+    #[serde(default)]
     timescaledb_support: Option<bool>,
     #[serde(default)]
     timescaledb_chunk_discovery_interval_minutes: Option<i64>,
@@ -169,8 +173,14 @@ pub enum Service {
     InProcess(DatabaseSettings),
     /// A running hyperflight server; the source itself never connects to PostgreSQL.
     Remote {
-        /// `grpc://host:port`, as the user wrote it (messages name it this way).
+        /// `grpc://host:port` or `grpc+tls://host:port`, as the user wrote it (messages name it
+        /// this way).
         url: String,
+        /// Sent as `authorization: Bearer …` on every call (the server's `auth_token`).
+        token: Option<Secret>,
+        /// PEM roots that verify the server's certificate (`grpc+tls://` only); the system's web
+        /// roots when absent.
+        tls_root_certs: Option<String>,
     },
 }
 
@@ -238,9 +248,11 @@ impl SourceConfig {
     fn validate(mut raw: RawConfig) -> Result<SourceConfig, Error> {
         let service = match raw.flight_url.take().as_deref().map(str::trim) {
             None | Some("") => Service::InProcess(DatabaseSettings::validate(&mut raw)?),
-            Some(url) => Service::Remote {
-                url: flight_url(url)?,
-            },
+            Some(url) => remote(
+                url,
+                raw.flight_token.take(),
+                raw.flight_tls_root_certs.take(),
+            )?,
         };
         let schemas = raw.schemas.unwrap_or_default();
         if schemas.iter().any(|s| s.is_empty()) {
@@ -380,21 +392,51 @@ impl DatabaseSettings {
     }
 }
 
-/// Checks `url` is `grpc://host:port` (or `grpc+tcp://`, `http://`) and returns it as written:
-/// [`protocol::client`] connects to it, and messages name it the way the user wrote it.
-fn flight_url(url: &str) -> Result<String, Error> {
-    let authority = ["grpc://", "grpc+tcp://", "http://"]
+/// The remote mode: `url` checked, the token and PEM roots kept (empty ones dropped).
+fn remote(
+    url: &str,
+    token: Option<Secret>,
+    tls_root_certs: Option<String>,
+) -> Result<Service, Error> {
+    let (url, tls) = flight_url(url)?;
+    let tls_root_certs = tls_root_certs.filter(|p| !p.trim().is_empty());
+    if let Some(pem) = &tls_root_certs {
+        if !tls {
+            return Err(invalid(
+                "flight_tls_root_certs",
+                "is for a TLS server: use a grpc+tls:// flight_url",
+            ));
+        }
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid(
+                "flight_tls_root_certs",
+                "is not PEM text (-----BEGIN CERTIFICATE----- ...)",
+            ));
+        }
+    }
+    Ok(Service::Remote {
+        url,
+        token: token.filter(|t| !t.0.is_empty()),
+        tls_root_certs,
+    })
+}
+
+/// Checks `url` is `grpc://host:port` (or `grpc+tcp://`, `http://`; with TLS `grpc+tls://`,
+/// `https://`) and returns it as written, and whether it is TLS: [`protocol::client`] connects to
+/// it, and messages name it the way the user wrote it.
+fn flight_url(url: &str) -> Result<(String, bool), Error> {
+    let plain = ["grpc://", "grpc+tcp://", "http://"]
         .iter()
         .find_map(|p| url.strip_prefix(p));
-    match authority {
-        Some(a) if !a.is_empty() && !a.contains('/') => Ok(url.to_string()),
-        _ if url.starts_with("grpc+tls://") || url.starts_with("https://") => Err(invalid(
-            "flight_url",
-            "TLS to the Flight server is not supported yet; use grpc://host:port",
-        )),
+    let tls = ["grpc+tls://", "https://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p));
+    match (plain, tls) {
+        (Some(a), _) if !a.is_empty() && !a.contains('/') => Ok((url.to_string(), false)),
+        (_, Some(a)) if !a.is_empty() && !a.contains('/') => Ok((url.to_string(), true)),
         _ => Err(invalid(
             "flight_url",
-            format!("{url:?} is not grpc://host:port"),
+            format!("{url:?} is not grpc://host:port or grpc+tls://host:port"),
         )),
     }
 }
@@ -421,7 +463,7 @@ mod tests {
     fn database(c: &SourceConfig) -> &DatabaseSettings {
         match &c.service {
             Service::InProcess(db) => db,
-            Service::Remote { url } => panic!("expected the in-process mode, got {url}"),
+            Service::Remote { url, .. } => panic!("expected the in-process mode, got {url}"),
         }
     }
 
@@ -497,7 +539,9 @@ mod tests {
             "username"
         );
         let remote = SourceConfig::from_json(r#"{"flight_url": " grpc://flight:50051 "}"#).unwrap();
-        assert!(matches!(&remote.service, Service::Remote { url } if url == "grpc://flight:50051"));
+        assert!(
+            matches!(&remote.service, Service::Remote { url, .. } if url == "grpc://flight:50051")
+        );
         // TLS to PostgreSQL does not matter when the source never connects to it.
         let remote =
             SourceConfig::from_json(r#"{"flight_url": "grpc://f:1", "ssl_mode": "require"}"#)
@@ -549,11 +593,61 @@ mod tests {
 
     #[test]
     fn flight_urls_are_kept_as_written() {
-        assert_eq!(flight_url("grpc://h:1").unwrap(), "grpc://h:1");
-        assert_eq!(flight_url("grpc+tcp://h:1").unwrap(), "grpc+tcp://h:1");
-        assert!(flight_url("grpc+tls://h:1").is_err());
+        assert_eq!(
+            flight_url("grpc://h:1").unwrap(),
+            ("grpc://h:1".into(), false)
+        );
+        assert_eq!(
+            flight_url("grpc+tcp://h:1").unwrap(),
+            ("grpc+tcp://h:1".into(), false)
+        );
+        assert_eq!(
+            flight_url("grpc+tls://h:1").unwrap(),
+            ("grpc+tls://h:1".into(), true)
+        );
         assert!(flight_url("grpc://").is_err());
+        assert!(flight_url("grpc+tls://").is_err());
         assert!(flight_url("grpc://h:1/path").is_err());
+    }
+
+    #[test]
+    fn flight_token_and_tls_roots() {
+        const PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        let c = SourceConfig::from_json(
+            &serde_json::json!({"flight_url": "grpc+tls://f:1", "flight_token": "s3cret",
+                                "flight_tls_root_certs": PEM})
+            .to_string(),
+        )
+        .unwrap();
+        match &c.service {
+            Service::Remote {
+                url,
+                token,
+                tls_root_certs,
+            } => {
+                assert_eq!(url, "grpc+tls://f:1");
+                assert_eq!(token.as_ref().map(Secret::expose), Some("s3cret"));
+                assert_eq!(tls_root_certs.as_deref(), Some(PEM));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!format!("{c:?}").contains("s3cret"));
+        let roots_without_tls = serde_json::json!({"flight_url": "grpc://f:1",
+                                                   "flight_tls_root_certs": PEM});
+        assert_eq!(
+            setting(SourceConfig::from_json(&roots_without_tls.to_string())),
+            "flight_tls_root_certs"
+        );
+        assert_eq!(
+            setting(SourceConfig::from_json(
+                r#"{"flight_url": "grpc+tls://f:1", "flight_tls_root_certs": "not a cert"}"#
+            )),
+            "flight_tls_root_certs"
+        );
+        // An empty token is no token (a UI leaves the field empty).
+        let c =
+            SourceConfig::from_json(r#"{"flight_url": "grpc://f:1", "flight_token": ""}"#).unwrap();
+        assert!(matches!(c.service, Service::Remote { token: None, .. }));
     }
 
     #[test]

@@ -33,21 +33,33 @@ impl FlightSource {
     /// config error rather than a bare "database error" through Flight) and starts the service
     /// in-process.
     pub async fn start(config: &SourceConfig) -> Result<FlightSource, Error> {
-        let (url, in_process) = match &config.service {
-            Service::Remote { url } => (url.clone(), None),
+        let (client, in_process) = match &config.service {
+            Service::Remote {
+                url,
+                token,
+                tls_root_certs,
+            } => (
+                ClientConfig {
+                    url: url.clone(),
+                    token: token.as_ref().map(|t| t.expose().to_string()),
+                    tls_root_certs: tls_root_certs.as_ref().map(|p| p.as_bytes().to_vec()),
+                    ..ClientConfig::default()
+                },
+                None,
+            ),
             Service::InProcess(db) => {
                 drop(Database::connect(db).await?);
                 let (url, server) = start_in_process(config, db).await?;
-                (url, Some(server))
+                (
+                    ClientConfig {
+                        url,
+                        ..ClientConfig::default()
+                    },
+                    Some(server),
+                )
             }
         };
-        Ok(FlightSource {
-            client: ClientConfig {
-                url,
-                ..ClientConfig::default()
-            },
-            in_process,
-        })
+        Ok(FlightSource { client, in_process })
     }
 
     /// The service's URL.

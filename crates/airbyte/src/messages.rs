@@ -73,8 +73,35 @@ impl Message {
                     stream_descriptor: stream.clone(),
                     status,
                 }),
+                estimate: None,
             },
         }
+    }
+
+    /// A TRACE ESTIMATE of a stream's rows and bytes; `None` when the service knows neither.
+    pub fn estimate(
+        stream: &StreamDescriptor,
+        rows: Option<u64>,
+        bytes: Option<u64>,
+    ) -> Option<Message> {
+        if rows.is_none() && bytes.is_none() {
+            return None;
+        }
+        Some(Message::Trace {
+            trace: Trace {
+                kind: TraceType::Estimate,
+                emitted_at: now_ms() as f64,
+                error: None,
+                stream_status: None,
+                estimate: Some(EstimateTrace {
+                    name: stream.name.clone(),
+                    namespace: stream.namespace.clone(),
+                    kind: "STREAM",
+                    row_estimate: rows,
+                    byte_estimate: bytes,
+                }),
+            },
+        })
     }
 
     /// A TRACE ERROR message for `e`: its message for people, its failure type for the platform.
@@ -90,6 +117,7 @@ impl Message {
                     stream_descriptor: stream.cloned(),
                 }),
                 stream_status: None,
+                estimate: None,
             },
         }
     }
@@ -221,6 +249,8 @@ pub enum TraceType {
     Error,
     /// A stream's status changed.
     StreamStatus,
+    /// How much a stream will send.
+    Estimate,
 }
 
 /// How the platform should treat a failure.
@@ -249,6 +279,28 @@ pub struct Trace {
     /// For STREAM_STATUS.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_status: Option<StreamStatusTrace>,
+    /// For ESTIMATE.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<EstimateTrace>,
+}
+
+/// A TRACE ESTIMATE: the platform shows progress against it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EstimateTrace {
+    /// The stream's name.
+    pub name: String,
+    /// Its namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Always STREAM (per-stream estimates).
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// Rows the read is expected to send (the service's estimate for the planned read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub row_estimate: Option<u64>,
+    /// Bytes, as the service counts them (Arrow data).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub byte_estimate: Option<u64>,
 }
 
 /// A TRACE ERROR.
@@ -413,6 +465,13 @@ mod tests {
             v["trace"]["stream_status"]["stream_descriptor"]["namespace"],
             "public"
         );
+        let v = serde_json::to_value(Message::estimate(&d, Some(10), None).unwrap()).unwrap();
+        assert_eq!(
+            v["trace"]["estimate"],
+            serde_json::json!({"name": "metrics", "namespace": "public", "type": "STREAM",
+                               "row_estimate": 10})
+        );
+        assert!(Message::estimate(&d, None, None).is_none());
         let e = Error::Catalog("nope".into());
         let v = serde_json::to_value(Message::error(&e, Some(&d))).unwrap();
         assert_eq!(v["trace"]["error"]["failure_type"], "config_error");

@@ -1,7 +1,8 @@
 //! `read`: every configured stream in turn; within a stream, its endpoints (chunks) in parallel.
 //!
 //! Per stream: TRACE STARTED → GetSchema → GetFlightInfo (CMD with the selected columns and, for
-//! an incremental hypertable, `start` = saved cursor) → the endpoints not completed by an earlier
+//! an incremental hypertable, `start` = saved cursor) → TRACE ESTIMATE of its totals, when the
+//! service knows them → the endpoints not completed by an earlier
 //! attempt, the in-progress ones from their saved resume ticket, up to
 //! `timescaledb_max_concurrent_chunks` DoGets at once. Each batch is filtered (incremental: cursor
 //! strictly greater than the saved one) and encoded into RECORD lines on a blocking thread, then
@@ -186,6 +187,15 @@ impl Reader<'_> {
             .await
             .map_err(|e| Error::flight(format!("GetFlightInfo {descriptor}"), e))?;
         clients.give_back(control);
+        // FlightInfo says -1 for unknown.
+        let known = |n: i64| u64::try_from(n).ok();
+        if let Some(m) = Message::estimate(
+            &descriptor,
+            known(info.total_records),
+            known(info.total_bytes),
+        ) {
+            self.send(Event::Message(m)).await?;
+        }
 
         let chunk = Arc::new(self.chunk_reader(&descriptor, &info, &plan)?);
         let mut state = plan.state;

@@ -255,20 +255,12 @@ impl<N: itoa::Integer + Copy> Cell for IntCell<'_, N> {
 /// Floats that JSON can hold as numbers when finite.
 trait JsonFloat: ryu::Float + Copy {
     fn finite(self) -> bool;
-    fn nan(self) -> bool;
-    fn positive(self) -> bool;
 }
 macro_rules! json_float {
     ($($t:ty),*) => {$(
         impl JsonFloat for $t {
             fn finite(self) -> bool {
                 self.is_finite()
-            }
-            fn nan(self) -> bool {
-                self.is_nan()
-            }
-            fn positive(self) -> bool {
-                self > 0.0
             }
         }
     )*};
@@ -282,21 +274,19 @@ struct FloatCell<'a, F> {
 impl<F: JsonFloat> Cell for FloatCell<'_, F> {
     fn write(&self, row: usize, out: &mut Vec<u8>) -> bool {
         null_check!(self.nulls, row, out);
-        write_float(self.values[row], out);
-        true
+        write_float(self.values[row], out)
     }
 }
 
-/// Shortest round-trip digits; NaN and ±Infinity as Airbyte's Number strings.
-fn write_float<F: JsonFloat>(v: F, out: &mut Vec<u8>) {
+/// Shortest round-trip digits. NaN and ±Infinity have no JSON number: `null`, and false so the
+/// record lists the field in `meta.changes` (a string would break the stream's `number` schema).
+fn write_float<F: JsonFloat>(v: F, out: &mut Vec<u8>) -> bool {
     if v.finite() {
         out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
-    } else if v.nan() {
-        out.extend_from_slice(b"\"NaN\"");
-    } else if v.positive() {
-        out.extend_from_slice(b"\"Infinity\"");
+        true
     } else {
-        out.extend_from_slice(b"\"-Infinity\"");
+        out.extend_from_slice(b"null");
+        false
     }
 }
 
@@ -755,12 +745,21 @@ mod tests {
             values(f(DataType::Float64), a),
             vec![
                 Value::from(0.1),
-                Value::from("NaN"),
-                Value::from("Infinity"),
-                Value::from("-Infinity"),
+                Value::Null,
+                Value::Null,
+                Value::Null,
                 Value::from(1e300)
             ]
         );
+        let a = Arc::new(Float64Array::from(vec![Some(f64::NAN), None, Some(1.0)]));
+        let records = encode_one(f(DataType::Float64), a);
+        assert_eq!(
+            records[0]["meta"]["changes"],
+            serde_json::json!([{"field": "c", "change": "NULLED",
+                                "reason": "SOURCE_SERIALIZATION_ERROR"}])
+        );
+        assert!(records[1].get("meta").is_none(), "a SQL NULL is no change");
+        assert!(records[2].get("meta").is_none());
         let a = Arc::new(Float32Array::from(vec![90.123f32]));
         let v = values(f(DataType::Float32), a);
         assert_eq!(v[0].to_string().parse::<f32>().unwrap(), 90.123f32);

@@ -5,7 +5,7 @@
 //! |-------------------------------------------------|--------------------------------------------------------------|-----------------|
 //! | Boolean                                         | `boolean`                                                    | `true` / `false` |
 //! | Int16, Int32, Int64 (int2/int4/int8)            | `integer`                                                    | number |
-//! | Float32, Float64 (float4/float8)                | `number`                                                     | shortest round-trip number; NaN, ±Infinity as the strings `"NaN"`, `"Infinity"`, `"-Infinity"` (Airbyte's Number) |
+//! | Float32, Float64 (float4/float8)                | `number`                                                     | shortest round-trip number; NaN and ±Infinity are `null`, listed in `meta.changes` |
 //! | Decimal128(p,s) (numeric(p,s))                  | `number`                                                     | the exact decimal digits (`12.50`), never via a float |
 //! | Utf8 (text, varchar, enums, unconstrained numeric, json/jsonb, `::text` casts) | `string`       | escaped text; json/jsonb as their JSON text; unconstrained numeric as exact text |
 //! | Binary (bytea)                                  | `string` + `contentEncoding: base64`                         | base64 (standard alphabet, padded) |
@@ -19,9 +19,11 @@
 //!
 //! These are exactly the types the server emits (`pgarrow::types::plan_column`); [`crate::record`]
 //! refuses any other. Every type is `["null", <type>]`: the server's fields are all nullable.
-//! Fractions have six digits (µs). A date or timestamp of `±infinity` (the type's extreme value), and
-//! an infinite interval, have no JSON form: the value is written as `null` and the record's
-//! `meta.changes` lists the field as `NULLED` / `SOURCE_SERIALIZATION_ERROR`. Years after 9999 are
+//! Fractions have six digits (µs). A float NaN or ±Infinity (also inside an array), a date or
+//! timestamp of `±infinity` (the type's extreme value), and an infinite interval, have no JSON form
+//! that fits the declared type: the value is written as `null` and the record's `meta.changes` lists
+//! the field as `NULLED` / `SOURCE_SERIALIZATION_ERROR`. So every record validates against its
+//! stream's schema. Years after 9999 are
 //! written with more than four digits.
 
 use arrow::datatypes::{DataType, Field, Schema};

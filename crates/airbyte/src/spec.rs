@@ -113,16 +113,30 @@ pub fn connection_specification() -> Value {
             },
             "flight_url": {
                 "type": "string", "title": "Flight server URL", "order": 7,
-                "pattern": "^grpc(\\+tcp)?://[^/]+$", "examples": ["grpc://flight.internal:50051"],
-                "description": "Read from a running hyperflight server (grpc://host:port, no TLS). \
+                "pattern": "^grpc(\\+tcp|\\+tls)?://[^/]+$",
+                "examples": ["grpc://flight.internal:50051", "grpc+tls://flight.example.com:443"],
+                "description": "Read from a running hyperflight server (grpc://host:port, or \
+                                grpc+tls://host:port for TLS). \
                                 The source then makes no PostgreSQL connection: the database \
                                 settings above are not needed (and not used). Empty: the source \
                                 runs the Flight service itself, in-process on a loopback port, with \
                                 the database settings above. A remote server's ticket_secret must \
                                 be stable for reads to resume across attempts.",
             },
+            "flight_token": {
+                "type": "string", "title": "Flight server token", "order": 8,
+                "airbyte_secret": true,
+                "description": "Bearer token for a flight_url server started with auth_token \
+                                (sent as `authorization: Bearer <token>`). Empty: no token.",
+            },
+            "flight_tls_root_certs": {
+                "type": "string", "title": "Flight server CA certificates (PEM)", "order": 9,
+                "multiline": true,
+                "description": "PEM certificates that verify a grpc+tls:// flight_url server \
+                                (for a private CA). Empty: the usual public (web) roots.",
+            },
             "timescaledb_support": {
-                "type": "boolean", "title": "TimescaleDB support", "order": 8, "default": true,
+                "type": "boolean", "title": "TimescaleDB support", "order": 10, "default": true,
                 "description": "Read hypertables chunk by chunk when the TimescaleDB extension is \
                                 present. Off, or without the extension, every table is read as plain \
                                 PostgreSQL (no chunk-level resume, no time-dimension cursor).",
@@ -130,26 +144,26 @@ pub fn connection_specification() -> Value {
             "timescaledb_chunk_discovery_interval_minutes": integer(
                 "Chunk discovery interval (minutes)",
                 "How often the in-process Flight service re-discovers chunks during a long read.",
-                DISCOVERY_INTERVAL_MINUTES, 9),
+                DISCOVERY_INTERVAL_MINUTES, 11),
             "timescaledb_max_concurrent_chunks": integer(
                 "Max concurrent chunks",
                 "Chunks read at once, in parallel: the number of concurrent DoGet calls and of \
                  chunk scans the in-process Flight service runs.",
-                MAX_CONCURRENT_CHUNKS, 10),
+                MAX_CONCURRENT_CHUNKS, 12),
             "timescaledb_enable_chunk_caching": {
-                "type": "boolean", "title": "Enable chunk caching", "order": 11, "default": true,
+                "type": "boolean", "title": "Enable chunk caching", "order": 13, "default": true,
                 "description": "Cache chunk discovery results in the in-process Flight service.",
             },
             "timescaledb_chunk_cache_ttl_minutes": integer(
                 "Chunk cache TTL (minutes)",
                 "Lifetime of a cached discovery result (used when chunk caching is enabled).",
-                CHUNK_CACHE_TTL_MINUTES, 12),
+                CHUNK_CACHE_TTL_MINUTES, 14),
             "timescaledb_max_memory_mb": integer(
                 "Max memory (MB)",
                 "Bound on decoded batches buffered in the in-process Flight service, all chunk \
                  reads together; reads wait for budget rather than exceed it. (With flight_url, \
                  the remote server's own max_memory_mb applies.)",
-                MAX_MEMORY_MB, 13),
+                MAX_MEMORY_MB, 15),
         },
     })
 }
@@ -183,6 +197,7 @@ mod tests {
         orders.dedup();
         assert_eq!(orders.len(), props.len(), "orders are distinct");
         assert_eq!(spec["properties"]["password"]["airbyte_secret"], true);
+        assert_eq!(spec["properties"]["flight_token"]["airbyte_secret"], true);
         assert_eq!(spec["required"], json!([]));
         assert_eq!(spec["anyOf"][1]["required"], json!(["flight_url"]));
         for name in [

@@ -1037,15 +1037,171 @@ fn wrong_password_and_other_bad_configs_fail_readably() {
         assert!(message.contains(expect), "{extra}: {message}");
         assert!(!message.contains("panicked") && !message.contains("backtrace"));
     }
+}
 
-    // A config file that is not a config at all: TRACE ERROR, non-zero exit.
-    let malformed = dir.0.join("malformed.json");
-    std::fs::write(&malformed, "{\"host\": ").unwrap();
-    let check = run(&["check", "--config", path_str(&malformed)]);
-    assert_ne!(check.code, Some(0));
-    let errors = check.errors();
-    assert_eq!(errors[0]["trace"]["error"]["failure_type"], "config_error");
-    assert!(check.of_type("CONNECTION_STATUS").next().is_none());
+/// Each config `check` cannot use: CONNECTION_STATUS FAILED with the reason, exit 0 (Airbyte's
+/// convention); `read` of the same config: one TRACE ERROR (config_error), non-zero exit.
+#[test]
+fn invalid_configs_fail_check_with_their_reason_and_read_with_a_trace_error() {
+    let dir = Scratch::new("invalid");
+    let catalog = dir.write(
+        "catalog.json",
+        &json!({"streams": [{"stream": {"name": "metrics", "namespace": "public",
+            "json_schema": {}, "supported_sync_modes": ["full_refresh"]},
+            "sync_mode": "full_refresh", "destination_sync_mode": "append"}]}),
+    );
+    let good = source_config(fixture_url(), json!({}));
+    let mut missing_host = good.clone();
+    missing_host.as_object_mut().unwrap().remove("host");
+    let mut string_port = good.clone();
+    string_port["port"] = json!("5432");
+    let cases: [(&str, Option<String>, &str); 5] = [
+        (
+            "missing host",
+            Some(missing_host.to_string()),
+            "invalid config host: is required unless flight_url is set",
+        ),
+        (
+            "string port",
+            Some(string_port.to_string()),
+            "invalid type: string \"5432\", expected i64",
+        ),
+        ("bad JSON", Some("{\"host\": ".into()), "EOF while parsing"),
+        (
+            "not an object",
+            Some("[1, 2]".into()),
+            "invalid config file",
+        ),
+        ("unreadable file", None, "cannot read config file"),
+    ];
+    for (case, text, expect) in cases {
+        let path = dir.0.join(format!("{}.json", case.replace(' ', "-")));
+        match &text {
+            Some(t) => std::fs::write(&path, t).unwrap(),
+            // A path that does not exist: unreadable.
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        let check = run(&["check", "--config", path_str(&path)]);
+        assert_eq!(check.code, Some(0), "{case}: {}", check.stderr);
+        assert!(check.errors().is_empty(), "{case}: {:?}", check.lines);
+        let status: Vec<&Value> = check.of_type("CONNECTION_STATUS").collect();
+        assert_eq!(status.len(), 1, "{case}: {:?}", check.lines);
+        assert_eq!(status[0]["connectionStatus"]["status"], "FAILED", "{case}");
+        let message = status[0]["connectionStatus"]["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{case}: {message}");
+
+        let read = run(&[
+            "read",
+            "--config",
+            path_str(&path),
+            "--catalog",
+            path_str(&catalog),
+        ]);
+        assert_ne!(read.code, Some(0), "{case}");
+        assert!(read.of_type("CONNECTION_STATUS").next().is_none(), "{case}");
+        let errors = read.errors();
+        assert_eq!(errors.len(), 1, "{case}: {:?}", read.lines);
+        assert_eq!(errors[0]["trace"]["error"]["failure_type"], "config_error");
+        let message = errors[0]["trace"]["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{case}: {message}");
+    }
+}
+
+/// `flight_token` reaches a server started with `auth_token`: without it (or with a wrong one)
+/// check fails naming the refusal; with it, check, discover and read work, and the read's TRACE
+/// ESTIMATE carries the server's totals. The token never shows in the output.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flight_token_is_sent_to_a_server_with_auth_token() {
+    const TOKEN: &str = "the-flight-token-42";
+    let mut server_config = config(fixture_url());
+    server_config.auth_token = Some(TOKEN.into());
+    let server = TestServer::start(server_config).await;
+    let dir = Scratch::new("token");
+    let url = format!("grpc://{}", server.addr);
+    let check = |config: Value, name: &str| {
+        let path = dir.write(name, &config);
+        run_blocking(vec![
+            "check".into(),
+            "--config".into(),
+            path_str(&path).into(),
+        ])
+    };
+    for (name, extra) in [
+        ("none.json", json!({})),
+        ("wrong.json", json!({"flight_token": "wrong-token"})),
+    ] {
+        let mut c = json!({ "flight_url": url });
+        c.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        let r = check(c, name).await;
+        assert_eq!(r.code, Some(0), "{}", r.stderr);
+        let status = &r.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+        assert_eq!(status["status"], "FAILED", "{name}");
+        let message = status["message"].as_str().unwrap();
+        assert!(message.contains("Unauthenticated"), "{name}: {message}");
+        assert!(!message.contains("wrong-token"), "{message}");
+    }
+    let good = json!({ "flight_url": url, "flight_token": TOKEN, "schemas": ["public"] });
+    let r = check(good.clone(), "good.json").await;
+    let status = &r.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+    assert_eq!(status["status"], "SUCCEEDED", "{:?}", r.lines);
+
+    let config = dir.write("good.json", &good);
+    let streams = {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || discover(&config))
+            .await
+            .unwrap()
+    };
+    let catalog = dir.write(
+        "catalog.json",
+        &configured(&streams, &[("public", "metrics", "full_refresh")]),
+    );
+    let r = run_blocking(vec![
+        "read".into(),
+        "--config".into(),
+        path_str(&config).into(),
+        "--catalog".into(),
+        path_str(&catalog).into(),
+    ])
+    .await;
+    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    assert_eq!(r.records().len() as i64, FIXTURE_ROWS);
+    assert!(r.lines.iter().all(|l| !l.contains(TOKEN)));
+    let estimates: Vec<&Value> = r
+        .of_type("TRACE")
+        .filter(|m| m["trace"]["type"] == "ESTIMATE")
+        .collect();
+    assert_eq!(
+        estimates.len(),
+        1,
+        "{:?}",
+        r.of_type("TRACE").collect::<Vec<_>>()
+    );
+    let estimate = &estimates[0]["trace"]["estimate"];
+    assert_eq!(estimate["type"], "STREAM");
+    assert_eq!(estimate["name"], "metrics");
+    assert_eq!(estimate["namespace"], "public");
+    assert!(estimate["row_estimate"].as_i64().unwrap() > 0, "{estimate}");
+    assert!(
+        estimate["byte_estimate"].as_i64().unwrap() > 0,
+        "{estimate}"
+    );
+    // The estimate comes before the stream's first record.
+    let first_record = r
+        .lines
+        .iter()
+        .position(|l| l.contains("\"type\":\"RECORD\""))
+        .unwrap();
+    let estimate_line = r
+        .lines
+        .iter()
+        .position(|l| l.contains("\"ESTIMATE\""))
+        .unwrap();
+    assert!(estimate_line < first_record);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
