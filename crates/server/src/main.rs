@@ -68,13 +68,16 @@ fn main() -> ExitCode {
             Ok((settings, config)) => {
                 // A closed pipe (`check-config | head -1`) is the reader's choice, not an error.
                 let text = settings.to_toml(&config.database);
-                match std::io::stdout().write_all(text.as_bytes()) {
-                    Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
+                    if e.kind() != std::io::ErrorKind::BrokenPipe {
                         eprintln!("hyperflight: cannot write: {e}");
-                        ExitCode::FAILURE
+                        return ExitCode::FAILURE;
                     }
-                    _ => ExitCode::SUCCESS,
                 }
+                if !config.schemas.is_empty() {
+                    run(warn_missing_schemas(config));
+                }
+                ExitCode::SUCCESS
             }
             Err(code) => code,
         },
@@ -116,6 +119,36 @@ fn run(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Says on stderr which configured schemas the database does not have (a typo exposes nothing,
+/// silently otherwise); a database that cannot be reached is mentioned, not an error.
+async fn warn_missing_schemas(config: Config) -> Result<(), String> {
+    let mut pg = config.database.clone();
+    pg.connect_timeout(Duration::from_secs(5));
+    let (client, connection) = match pg.connect(tokio_postgres::NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hyperflight: note: could not reach the database to check `schemas` ({e})");
+            return Ok(());
+        }
+    };
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT s FROM unnest($1::text[]) AS s
+             WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = s)",
+            &[&config.schemas],
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    for row in rows {
+        eprintln!(
+            "hyperflight: warning: schema {:?} (in `schemas`) does not exist in the database: nothing of it is exposed",
+            row.get::<_, String>(0)
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: Config) -> Result<(), String> {

@@ -801,3 +801,23 @@ async fn a_scan_waiting_on_a_lock_past_statement_timeout_is_deadline_exceeded() 
     assert_eq!(row_count(&read.batches), 1_000);
     drop_schema(&db, &s).await;
 }
+
+#[test]
+fn check_config_warns_about_schemas_the_database_lacks() {
+    let (code, out, err) = check_config(
+        &[
+            "--database-url",
+            fixture_url(),
+            "--schemas",
+            "public,nope_not_here",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("schemas = [\"public\", \"nope_not_here\"]"),
+        "{out}"
+    );
+    assert!(err.contains("schema \"nope_not_here\""), "{err}");
+    assert!(!err.contains("schema \"public\""), "{err}");
+}
