@@ -19,6 +19,8 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import uuid
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Iterator
@@ -210,7 +212,7 @@ def dockerfile_instructions(path: Path) -> list[tuple[str, str]]:
 def test_connector_image_files_follow_airbyte_conventions() -> None:
     dockerfile = AIRBYTE_DIR / "Dockerfile"
     metadata = yaml.safe_load((AIRBYTE_DIR / "metadata.yaml").read_text())["data"]
-    hadolint = shutil.which("hadolint") or str(Path(os.sys.executable).with_name("hadolint"))
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
     lint = subprocess.run([hadolint, "--failure-threshold", "warning", str(dockerfile)],
                           capture_output=True, text=True, check=False)
     assert lint.returncode == 0, lint.stdout + lint.stderr
@@ -232,7 +234,6 @@ def test_connector_image_files_follow_airbyte_conventions() -> None:
     assert labels["io.airbyte.version"] == metadata["dockerImageTag"]
     assert any(w == "USER" and a not in ("root", "0") for w, a in final), "runs as a non-root user"
 
-    import uuid
     assert metadata["connectorType"] == "source"
     assert str(uuid.UUID(metadata["definitionId"])) == metadata["definitionId"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", metadata["dockerImageTag"])
