@@ -821,3 +821,83 @@ fn check_config_warns_about_schemas_the_database_lacks() {
     assert!(err.contains("schema \"nope_not_here\""), "{err}");
     assert!(!err.contains("schema \"public\""), "{err}");
 }
+
+/// Start-up failures and risks are said plainly: garbage TLS material names the TLS problem, a busy
+/// metrics port names the address, and a non-loopback listener without auth logs a WARN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_messages_name_the_problem() {
+    let garbage = std::env::temp_dir().join(format!("hf-garbage-{}.pem", std::process::id()));
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let g = garbage.to_str().unwrap();
+    let serve = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--database-url", fixture_url()])
+            .args(args)
+            .stdin(Stdio::null());
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
+            cmd.env_remove(k);
+        }
+        cmd.output().unwrap()
+    };
+    let out = serve(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "",
+        "--tls-cert",
+        g,
+        "--tls-key",
+        g,
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("TLS") && err.contains("key"), "{err}");
+    assert!(!err.contains("transport: transport error"), "{err}");
+    std::fs::remove_file(&garbage).unwrap();
+
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let out = serve(&["--listen", "127.0.0.1:0", "--metrics-listen", &addr]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!("cannot listen for metrics on {addr}")),
+        "{err}"
+    );
+    assert!(!err.contains("Some("), "{err}");
+
+    let log = std::env::temp_dir().join(format!("hf-open-{}.log", std::process::id()));
+    let mut open = Command::new(BIN);
+    open.args([
+        "serve",
+        "--database-url",
+        fixture_url(),
+        "--listen",
+        "0.0.0.0:0",
+    ])
+    .args(["--metrics-listen", ""])
+    .stdin(Stdio::null())
+    .stderr(std::fs::File::create(&log).unwrap());
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
+        open.env_remove(k);
+    }
+    let mut open = open.spawn().unwrap();
+    {
+        let log = log.clone();
+        wait_until(
+            Duration::from_secs(30),
+            "the non-loopback WARN",
+            move || {
+                let log = log.clone();
+                async move {
+                    std::fs::read_to_string(&log)
+                        .is_ok_and(|l| l.contains("WARN") && l.contains("without auth_token"))
+                }
+            },
+        )
+        .await;
+    }
+    let _ = open.kill();
+    let _ = open.wait();
+    let _ = std::fs::remove_file(&log);
+}
