@@ -172,15 +172,17 @@ def start_server(
     tls_root_certs: Optional[bytes] = None,
     metrics: bool = True,
     application_name: Optional[str] = None,
+    port: Optional[int] = None,
 ) -> ServerProcess:
     """Starts the server binary on a free port with ``flags`` and waits until DoAction health answers
     (with ``token`` and over TLS with ``tls_root_certs`` when given). ``metrics`` serves /metrics on a
     free port too; otherwise it is disabled, so the default 127.0.0.1:9469 is never contended.
     ``application_name`` names the server's database sessions, which tells them apart in
     ``pg_stat_activity`` from those of every other server on the cluster. The log is
-    ``<log_dir>/<name>.log``. The caller stops the server (``stop()``)."""
+    ``<log_dir>/<name>.log``. ``port`` reuses a port (a restart); by default a free one is taken. The
+    caller stops the server (``stop()``)."""
     binary = built_binary("hyperflight")
-    port = free_port()
+    port = port or free_port()
     url = f"grpc{'+tls' if tls_root_certs is not None else ''}://127.0.0.1:{port}"
     metrics_port = free_port() if metrics else None
     # Our own HYPERFLIGHT_* variables (BIN, VENV, ...) and any a developer exported would otherwise
@@ -214,14 +216,15 @@ def start_server(
 
 @pytest.fixture
 def server_factory(database_url: str, server_logs: Path, request) -> Iterator:
-    """``server_factory(*flags, **kw)`` starts a server of this test's own (see :func:`start_server`);
+    """``server_factory(*flags, database=URL, **kw)`` starts a server of this test's own (see
+    :func:`start_server`), over the test database unless ``database`` names another;
     every server it started is stopped when the test ends, whatever the outcome."""
     started: list = []
 
-    def factory(*flags: str, **kw) -> ServerProcess:
+    def factory(*flags: str, database: Optional[str] = None, **kw) -> ServerProcess:
         kw.setdefault("name", f"ops-{request.node.name}-{len(started)}")
         kw.setdefault("log_dir", server_logs)
-        s = start_server(database_url, *flags, **kw)
+        s = start_server(database or database_url, *flags, **kw)
         started.append(s)
         return s
 
