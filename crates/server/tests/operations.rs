@@ -10,12 +10,18 @@ use testkit::*;
 
 const BIN: &str = env!("CARGO_BIN_EXE_hyperflight");
 
-fn check_config(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+/// The server binary, with none of this process's `HYPERFLIGHT_*` settings (test.sh sets some).
+fn hyperflight() -> Command {
     let mut cmd = Command::new(BIN);
-    cmd.arg("check-config").args(args);
     for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
         cmd.env_remove(k);
     }
+    cmd
+}
+
+fn check_config(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = hyperflight();
+    cmd.arg("check-config").args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -387,7 +393,7 @@ impl ServerProcess {
             .unwrap()
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = hyperflight();
         cmd.args([
             "serve",
             "--database-url",
@@ -402,9 +408,6 @@ impl ServerProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
-            cmd.env_remove(k);
-        }
         ServerProcess(cmd.spawn().unwrap(), format!("http://{listen}"), log)
     }
 
@@ -830,13 +833,10 @@ async fn startup_messages_name_the_problem() {
     std::fs::write(&garbage, "not a certificate\n").unwrap();
     let g = garbage.to_str().unwrap();
     let serve = |args: &[&str]| {
-        let mut cmd = Command::new(BIN);
+        let mut cmd = hyperflight();
         cmd.args(["serve", "--database-url", fixture_url()])
             .args(args)
             .stdin(Stdio::null());
-        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
-            cmd.env_remove(k);
-        }
         cmd.output().unwrap()
     };
     let out = serve(&[
@@ -867,7 +867,7 @@ async fn startup_messages_name_the_problem() {
     assert!(!err.contains("Some("), "{err}");
 
     let log = std::env::temp_dir().join(format!("hf-open-{}.log", std::process::id()));
-    let mut open = Command::new(BIN);
+    let mut open = hyperflight();
     open.args([
         "serve",
         "--database-url",
@@ -878,9 +878,6 @@ async fn startup_messages_name_the_problem() {
     .args(["--metrics-listen", ""])
     .stdin(Stdio::null())
     .stderr(std::fs::File::create(&log).unwrap());
-    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("HYPERFLIGHT_")) {
-        open.env_remove(k);
-    }
     let mut open = open.spawn().unwrap();
     {
         let log = log.clone();
