@@ -58,6 +58,24 @@ pub struct EndpointMetadata {
 }
 
 impl EndpointMetadata {
+    /// Metadata of `kind` with its estimates and nothing else set (fill the rest with struct
+    /// update syntax).
+    pub fn new(kind: EndpointKind, size_bytes: i64, estimated_rows: i64) -> Self {
+        EndpointMetadata {
+            kind,
+            chunk: None,
+            chunk_id: None,
+            range_start: None,
+            range_end: None,
+            size_bytes,
+            estimated_rows,
+            is_compressed: false,
+            compression_ratio: None,
+            block_start: None,
+            block_end: None,
+        }
+    }
+
     /// Parses an endpoint's `app_metadata`.
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         serde_json::from_slice(bytes).map_err(|e| format!("invalid endpoint metadata: {e}"))

@@ -310,17 +310,9 @@ impl Planner {
             ..body.clone()
         };
         let metadata = EndpointMetadata {
-            kind: EndpointKind::ContinuousAggregate,
-            chunk: None,
-            chunk_id: None,
             range_start: dimension.bound(start),
             range_end: end.and_then(|e| dimension.bound(e)),
-            size_bytes: -1,
-            estimated_rows: -1,
-            is_compressed: false,
-            compression_ratio: None,
-            block_start: None,
-            block_end: None,
+            ..EndpointMetadata::new(EndpointKind::ContinuousAggregate, -1, -1)
         };
         self.push(plan, &table.name, &body, metadata);
     }
@@ -374,17 +366,10 @@ impl Planner {
                 (None, None, _) => EndpointKind::Table,
             };
             let metadata = EndpointMetadata {
-                kind,
                 chunk: part_of_table,
-                chunk_id: None,
-                range_start: None,
-                range_end: None,
-                size_bytes,
-                estimated_rows,
-                is_compressed: false,
-                compression_ratio: None,
                 block_start: blocks.map(|b| b.start),
                 block_end: blocks.and_then(|b| b.end),
+                ..EndpointMetadata::new(kind, size_bytes, estimated_rows)
             };
             let body = TicketBody {
                 scan_schema: name.schema.clone(),
@@ -660,22 +645,19 @@ fn add_estimate(total: i64, part: i64) -> i64 {
 }
 
 fn chunk_metadata(dimension: &TimeDimension, chunk: &Chunk) -> EndpointMetadata {
+    let kind = match &chunk.compressed {
+        None => EndpointKind::Chunk,
+        Some(c) if c.partial => EndpointKind::PartialChunk,
+        Some(_) => EndpointKind::CompressedChunk,
+    };
     EndpointMetadata {
-        kind: match &chunk.compressed {
-            None => EndpointKind::Chunk,
-            Some(c) if c.partial => EndpointKind::PartialChunk,
-            Some(_) => EndpointKind::CompressedChunk,
-        },
         chunk: Some(chunk.name.to_string()),
         chunk_id: Some(chunk.id),
         range_start: dimension.bound(chunk.range_start),
         range_end: dimension.bound(chunk.range_end),
-        size_bytes: chunk.size_bytes,
-        estimated_rows: chunk.estimated_rows,
         is_compressed: chunk.compressed.is_some(),
         compression_ratio: chunk.compressed.as_ref().and_then(Compressed::ratio),
-        block_start: None,
-        block_end: None,
+        ..EndpointMetadata::new(kind, chunk.size_bytes, chunk.estimated_rows)
     }
 }
 
