@@ -11,6 +11,11 @@ log() { printf '[test] %s\n' "$*" >&2; }
 
 if [ "$(id -u)" -eq 0 ]; then
   bash scripts/install-timescaledb.sh
+  # The SSH tunnel tests start their own sshd on a loopback port (never the system's service).
+  if [ ! -x /usr/sbin/sshd ]; then
+    log "installing openssh-server (for the SSH tunnel tests)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server >/dev/null
+  fi
 elif ! ls /usr/lib/postgresql/15/lib/timescaledb-*.so >/dev/null 2>&1; then
   log "TimescaleDB is not installed: run 'sudo scripts/install-timescaledb.sh' once"; exit 1
 fi

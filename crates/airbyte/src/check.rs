@@ -46,7 +46,6 @@ pub async fn run(config: &Path, out: &mut Output) -> Result<(), Error> {
 }
 
 async fn check(config: &SourceConfig, out: &mut Output) -> Result<(), Error> {
-    config.ensure_supported()?;
     if let Service::InProcess(db) = &config.service {
         check_database(config, db, out).await?;
     }

@@ -51,48 +51,37 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-/// `ssl_mode`, as libpq names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SslMode {
-    /// No TLS.
-    Disable,
-    /// TLS only if the server insists (libpq); here: no TLS.
-    Allow,
-    /// TLS if the server offers it (libpq); here: no TLS.
-    Prefer,
-    /// TLS, no certificate check. Not supported.
-    Require,
-    /// TLS, CA check. Not supported.
-    VerifyCa,
-    /// TLS, CA and host name check. Not supported.
-    VerifyFull,
-}
-
-impl SslMode {
-    fn parse(s: &str) -> Option<SslMode> {
-        Some(match s {
-            "disable" => SslMode::Disable,
-            "allow" => SslMode::Allow,
-            "prefer" => SslMode::Prefer,
-            "require" => SslMode::Require,
-            "verify-ca" => SslMode::VerifyCa,
-            "verify-full" => SslMode::VerifyFull,
-            _ => return None,
-        })
-    }
-
-    /// Whether this mode works without TLS (the only kind of connection made so far).
-    pub fn is_supported(self) -> bool {
-        matches!(self, SslMode::Disable | SslMode::Allow | SslMode::Prefer)
-    }
-}
-
-/// `ssl_mode` as written: the spec's string, or Airbyte Postgres' `{"mode": "..."}` object.
+/// `ssl_mode` as written: a libpq mode name, or Airbyte Postgres' object (`{"mode": "verify-ca",
+/// "ca_certificate": "..."}`) whose verifying modes carry PEM text.
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum RawSslMode {
     Name(String),
-    Object { mode: String },
+    Object {
+        mode: String,
+        #[serde(default)]
+        ca_certificate: Option<Secret>,
+        #[serde(default)]
+        client_certificate: Option<Secret>,
+        #[serde(default)]
+        client_key: Option<Secret>,
+    },
+}
+
+/// `tunnel_method` as written (Airbyte's field names).
+#[derive(Deserialize)]
+struct RawTunnel {
+    tunnel_method: String,
+    #[serde(default)]
+    tunnel_host: Option<String>,
+    #[serde(default)]
+    tunnel_port: Option<i64>,
+    #[serde(default)]
+    tunnel_user: Option<String>,
+    #[serde(default)]
+    ssh_key: Option<Secret>,
+    #[serde(default)]
+    tunnel_user_password: Option<Secret>,
 }
 
 /// The config file as written; numbers as `i64` so an out-of-range value gets a message naming it.
@@ -112,6 +101,8 @@ struct RawConfig {
     schemas: Option<Vec<String>>,
     #[serde(default)]
     ssl_mode: Option<RawSslMode>,
+    #[serde(default)]
+    tunnel_method: Option<RawTunnel>,
     #[serde(default)]
     flight_url: Option<String>,
     #[serde(default)]
@@ -164,13 +155,17 @@ pub struct DatabaseSettings {
     pub username: String,
     /// The role's password; `None` for trust authentication.
     password: Option<Secret>,
+    /// TLS to PostgreSQL.
+    pub tls: pgconn::TlsOptions,
+    /// The SSH tunnel, if any.
+    pub tunnel: Option<pgconn::TunnelSettings>,
 }
 
 /// The Flight service rows come from.
 #[derive(Debug, Clone)]
 pub enum Service {
     /// Started in this process, connecting to PostgreSQL with these settings.
-    InProcess(DatabaseSettings),
+    InProcess(Box<DatabaseSettings>),
     /// A running hyperflight server; the source itself never connects to PostgreSQL.
     Remote {
         /// `grpc://host:port` or `grpc+tls://host:port`, as the user wrote it (messages name it
@@ -191,8 +186,6 @@ pub struct SourceConfig {
     pub service: Service,
     /// Exposed schemas; empty means all user schemas.
     pub schemas: Vec<String>,
-    /// TLS mode asked for (to PostgreSQL, so in-process only).
-    pub ssl_mode: SslMode,
     /// TimescaleDB options.
     pub timescaledb: TimescaleOptions,
     /// Keys the spec does not know (reported as a warning, then ignored).
@@ -247,7 +240,7 @@ impl SourceConfig {
 
     fn validate(mut raw: RawConfig) -> Result<SourceConfig, Error> {
         let service = match raw.flight_url.take().as_deref().map(str::trim) {
-            None | Some("") => Service::InProcess(DatabaseSettings::validate(&mut raw)?),
+            None | Some("") => Service::InProcess(Box::new(DatabaseSettings::validate(&mut raw)?)),
             Some(url) => remote(
                 url,
                 raw.flight_token.take(),
@@ -258,16 +251,6 @@ impl SourceConfig {
         if schemas.iter().any(|s| s.is_empty()) {
             return Err(invalid("schemas", "empty schema name"));
         }
-        let ssl_mode = match raw.ssl_mode {
-            None => SslMode::Disable,
-            Some(RawSslMode::Name(m) | RawSslMode::Object { mode: m }) => SslMode::parse(&m)
-                .ok_or_else(|| {
-                    invalid(
-                        "ssl_mode",
-                        format!("{m:?} is not one of {}", spec::SSL_MODES.join(", ")),
-                    )
-                })?,
-        };
         let ts = TimescaleOptions {
             support: raw.timescaledb_support.unwrap_or(true),
             discovery_interval_minutes: bounded(
@@ -295,25 +278,9 @@ impl SourceConfig {
         Ok(SourceConfig {
             service,
             schemas,
-            ssl_mode,
             timescaledb: ts,
             unknown_keys: raw.unknown.into_keys().collect(),
         })
-    }
-
-    /// Refuses what validates but cannot be honoured yet (TLS to PostgreSQL, which only the
-    /// in-process mode connects to).
-    pub fn ensure_supported(&self) -> Result<(), Error> {
-        if matches!(self.service, Service::Remote { .. }) || self.ssl_mode.is_supported() {
-            Ok(())
-        } else {
-            Err(invalid(
-                "ssl_mode",
-                "TLS to PostgreSQL is not supported yet: the source connects without TLS. \
-                 Use ssl_mode \"disable\" (or \"prefer\"), or reach the database over a trusted \
-                 network or tunnel.",
-            ))
-        }
     }
 
     /// Settings for the in-process Flight service.
@@ -323,7 +290,7 @@ impl SourceConfig {
             .map_err(|e| Error::Server(e.to_string()))?;
         let ts = &self.timescaledb;
         let minutes = |m: u64| Duration::from_secs(m * 60);
-        c.database = db.postgres();
+        c.database = db.connector()?;
         c.timescaledb_support = ts.support;
         c.discovery_interval = minutes(ts.discovery_interval_minutes);
         c.cache_ttl = ts
@@ -347,6 +314,8 @@ impl DatabaseSettings {
             database: required("database", raw.database.take())?,
             username: required("username", raw.username.take())?,
             password: raw.password.take().filter(|p| !p.0.is_empty()),
+            tls: tls(raw.ssl_mode.take())?,
+            tunnel: tunnel(raw.tunnel_method.take())?,
         })
     }
 
@@ -355,19 +324,24 @@ impl DatabaseSettings {
         format!("{}:{}/{}", self.host, self.port, self.database)
     }
 
-    /// Connection parameters for PostgreSQL (no URL, so no escaping of the password).
-    pub fn postgres(&self) -> tokio_postgres::Config {
-        let mut c = tokio_postgres::Config::new();
-        c.host(&self.host)
+    /// How to connect: TLS, tunnel and credentials (no URL, so no escaping of the password).
+    pub fn connector(&self) -> Result<pgconn::Connector, Error> {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&self.host)
             .port(self.port)
             .dbname(&self.database)
             .user(&self.username)
             .application_name("hyperflight-airbyte")
             .connect_timeout(CONNECT_TIMEOUT);
         if let Some(p) = &self.password {
-            c.password(p.expose());
+            pg.password(p.expose());
         }
-        c
+        pgconn::Connector::new(pgconn::Target {
+            pg,
+            tls: self.tls.clone(),
+            tunnel: self.tunnel.clone(),
+        })
+        .map_err(|e| invalid("ssl_mode", e.to_string()))
     }
 
     /// The key the in-process service signs tickets with; stable for given settings (see the
@@ -390,6 +364,101 @@ impl DatabaseSettings {
         }
         mac.finalize().into_bytes().to_vec()
     }
+}
+
+/// `ssl_mode`, as libpq's modes: absent means `prefer` (libpq's default); the verifying modes need
+/// `ca_certificate`; a client certificate needs its key.
+fn tls(raw: Option<RawSslMode>) -> Result<pgconn::TlsOptions, Error> {
+    let text = |s: Option<Secret>| s.map(|s| s.0).filter(|t| !t.trim().is_empty());
+    let (mode, ca, cert, key) = match raw {
+        None => ("prefer".to_string(), None, None, None),
+        Some(RawSslMode::Name(m)) => (m, None, None, None),
+        Some(RawSslMode::Object {
+            mode,
+            ca_certificate,
+            client_certificate,
+            client_key,
+        }) => (
+            mode,
+            text(ca_certificate),
+            text(client_certificate),
+            text(client_key),
+        ),
+    };
+    let mode = pgconn::SslMode::parse(&mode).map_err(|e| invalid("ssl_mode", e.to_string()))?;
+    let verifies = matches!(
+        mode,
+        pgconn::SslMode::VerifyCa | pgconn::SslMode::VerifyFull
+    );
+    let root_cert = match (verifies, ca) {
+        (true, None) => {
+            return Err(invalid(
+                "ssl_mode",
+                format!(
+                "{} needs ca_certificate (PEM text of the CA that signed the server's certificate)",
+                mode.name()
+            ),
+            ))
+        }
+        (true, Some(pem)) => Some(pgconn::RootCert::Pem(pgconn::Pem::Inline(pem))),
+        (false, _) => None,
+    };
+    let client = match (cert, key) {
+        (Some(c), Some(k)) => Some((pgconn::Pem::Inline(c), pgconn::Pem::Inline(k))),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "ssl_mode",
+                "client_certificate and client_key go together",
+            ))
+        }
+    };
+    Ok(pgconn::TlsOptions {
+        mode,
+        root_cert,
+        client,
+    })
+}
+
+/// `tunnel_method`: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH with Airbyte's fields. The host
+/// key is accepted and its fingerprint logged, as Airbyte's own sources do.
+fn tunnel(raw: Option<RawTunnel>) -> Result<Option<pgconn::TunnelSettings>, Error> {
+    let Some(raw) = raw else { return Ok(None) };
+    let needs = |setting: &'static str, v: Option<String>| match v {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(invalid(
+            setting,
+            format!("is required for {}", raw.tunnel_method),
+        )),
+    };
+    let auth = match raw.tunnel_method.as_str() {
+        "NO_TUNNEL" => return Ok(None),
+        "SSH_KEY_AUTH" => {
+            pgconn::TunnelAuth::Key(needs("ssh_key", raw.ssh_key.clone().map(|s| s.0))?)
+        }
+        "SSH_PASSWORD_AUTH" => pgconn::TunnelAuth::Password(
+            raw.tunnel_user_password
+                .clone()
+                .map(|s| s.0)
+                .filter(|p| !p.is_empty())
+                .ok_or_else(|| {
+                    invalid("tunnel_user_password", "is required for SSH_PASSWORD_AUTH")
+                })?,
+        ),
+        other => {
+            return Err(invalid(
+                "tunnel_method",
+                format!("{other:?} is not one of NO_TUNNEL, SSH_KEY_AUTH, SSH_PASSWORD_AUTH"),
+            ))
+        }
+    };
+    Ok(Some(pgconn::TunnelSettings {
+        host: needs("tunnel_host", raw.tunnel_host.clone())?,
+        port: bounded("tunnel_port", raw.tunnel_port, spec::TUNNEL_PORT)? as u16,
+        user: needs("tunnel_user", raw.tunnel_user.clone())?,
+        auth,
+        host_keys: pgconn::HostKeys::AcceptAny,
+    }))
 }
 
 /// The remote mode: `url` checked, the token and PEM roots kept (empty ones dropped).
@@ -484,7 +553,8 @@ mod tests {
     fn defaults_follow_the_spec() {
         let c = SourceConfig::from_json(MINIMAL).unwrap();
         assert_eq!(database(&c).port, 5433);
-        assert_eq!(c.ssl_mode, SslMode::Disable);
+        assert_eq!(database(&c).tls.mode, pgconn::SslMode::Prefer);
+        assert!(database(&c).tunnel.is_none());
         assert_eq!(
             c.timescaledb,
             TimescaleOptions {
@@ -516,6 +586,32 @@ mod tests {
             "timescaledb_max_memory_mb"
         );
         assert_eq!(setting(with(r#""ssl_mode": "sometimes""#)), "ssl_mode");
+        assert_eq!(
+            setting(with(r#""ssl_mode": {"mode": "verify-ca"}"#)),
+            "ssl_mode"
+        );
+        assert_eq!(
+            setting(with(
+                r#""ssl_mode": {"mode": "require", "client_certificate": "x"}"#
+            )),
+            "ssl_mode"
+        );
+        assert_eq!(
+            setting(with(
+                r#""tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "h", "tunnel_user": "u"}"#
+            )),
+            "ssh_key"
+        );
+        assert_eq!(
+            setting(with(
+                r#""tunnel_method": {"tunnel_method": "SSH_PASSWORD_AUTH", "tunnel_host": "h", "tunnel_user": "u", "tunnel_port": 0, "tunnel_user_password": "p"}"#
+            )),
+            "tunnel_port"
+        );
+        assert_eq!(
+            setting(with(r#""tunnel_method": {"tunnel_method": "VPN"}"#)),
+            "tunnel_method"
+        );
         assert_eq!(setting(with(r#""flight_url": "ftp://x""#)), "flight_url");
         assert_eq!(setting(with(r#""schemas": [""]"#)), "schemas");
     }
@@ -544,9 +640,9 @@ mod tests {
         );
         // TLS to PostgreSQL does not matter when the source never connects to it.
         let remote =
-            SourceConfig::from_json(r#"{"flight_url": "grpc://f:1", "ssl_mode": "require"}"#)
+            SourceConfig::from_json(r#"{"flight_url": "grpc://f:1", "ssl_mode": "verify-full"}"#)
                 .unwrap();
-        assert!(remote.ensure_supported().is_ok());
+        assert!(matches!(remote.service, Service::Remote { .. }));
     }
 
     #[test]
@@ -562,22 +658,30 @@ mod tests {
     }
 
     #[test]
-    fn tls_modes_validate_but_are_not_supported() {
-        let c = with(r#""ssl_mode": {"mode": "verify-full"}"#).unwrap();
-        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
-        let e = c.ensure_supported().unwrap_err();
-        assert!(e.to_string().contains("not supported yet"));
-        assert!(with(r#""ssl_mode": "prefer""#)
-            .unwrap()
-            .ensure_supported()
-            .is_ok());
+    fn tls_modes_take_airbyte_objects_and_plain_names() {
+        let c = with(r#""ssl_mode": {"mode": "verify-full", "ca_certificate": "-----BEGIN CERTIFICATE-----", "client_key_password": ""}"#).unwrap();
+        let tls = &database(&c).tls;
+        assert_eq!(tls.mode, pgconn::SslMode::VerifyFull);
+        assert!(
+            matches!(&tls.root_cert, Some(pgconn::RootCert::Pem(pgconn::Pem::Inline(t))) if t.starts_with("-----BEGIN"))
+        );
+        let c = with(r#""ssl_mode": "require""#).unwrap();
+        assert_eq!(database(&c).tls.mode, pgconn::SslMode::Require);
+        assert_eq!(database(&c).tls.root_cert, None);
+        let c = with(r#""tunnel_method": {"tunnel_method": "SSH_KEY_AUTH", "tunnel_host": "bastion", "tunnel_user": "u", "ssh_key": "KEY"}"#).unwrap();
+        let t = database(&c).tunnel.as_ref().unwrap();
+        assert_eq!(
+            (t.host.as_str(), t.port, t.user.as_str()),
+            ("bastion", 22, "u")
+        );
+        assert!(!format!("{c:?}").contains("KEY"), "the key never shows");
     }
 
     #[test]
     fn password_never_shows() {
         let c = SourceConfig::from_json(MINIMAL).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
-        assert!(!format!("{:?}", database(&c).postgres()).contains("hunter2"));
+        assert!(!format!("{:?}", database(&c).connector().unwrap()).contains("hunter2"));
     }
 
     #[test]

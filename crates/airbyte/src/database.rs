@@ -3,8 +3,6 @@
 //! (TimescaleDB's version, missing schemas). Catalog facts (time dimension, primary key) come from
 //! the Flight service, never from here.
 
-use tokio_postgres::error::SqlState;
-
 use crate::config::DatabaseSettings;
 use crate::Error;
 
@@ -14,19 +12,19 @@ pub struct Database {
 }
 
 impl Database {
-    /// Connects with the config's credentials; failures become [`Error::Database`] with a readable
-    /// message (wrong password, unknown role or database, host unreachable).
+    /// Connects as configured (TLS, tunnel, credentials); failures become [`Error::Database`] with
+    /// what to fix (wrong password, unknown role or database, TLS trust, host unreachable).
     pub async fn connect(config: &DatabaseSettings) -> Result<Database, Error> {
-        let (client, connection) = config
-            .postgres()
-            .connect(tokio_postgres::NoTls)
+        let client = config
+            .connector()?
+            .connect()
             .await
-            .map_err(|e| connect_error(config, &e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "adapter's PostgreSQL connection ended");
-            }
-        });
+            .map_err(|e| Error::Database {
+                message: format!("cannot connect to PostgreSQL at {}: {e}", config.target()),
+                // Unreachable hosts are a config problem at check time, but may be a blip during
+                // a read: transient ones are retried by the platform.
+                config: !e.is_transient(),
+            })?;
         Ok(Database { client })
     }
 
@@ -74,74 +72,4 @@ fn query_error(e: tokio_postgres::Error) -> Error {
         ),
         config: !transient,
     }
-}
-
-/// What a failed connection attempt means, in words: `config` when the user must fix something.
-fn connect_error(config: &DatabaseSettings, e: &tokio_postgres::Error) -> Error {
-    let (user, db, target) = (&config.username, &config.database, config.target());
-    let server_says = e
-        .as_db_error()
-        .map(|d| d.message().to_string())
-        .unwrap_or_default();
-    let (message, is_config) = match e.code() {
-        Some(c) if *c == SqlState::INVALID_PASSWORD => (
-            format!("password authentication failed for user {user:?} on {target}: check the username and password"),
-            true,
-        ),
-        Some(c) if *c == SqlState::INVALID_AUTHORIZATION_SPECIFICATION => (
-            format!("the server at {target} refused user {user:?}: {server_says} (check the role name and the server's pg_hba.conf)"),
-            true,
-        ),
-        Some(c) if *c == SqlState::INVALID_CATALOG_NAME => (
-            format!("database {db:?} does not exist on {}:{}", config.host, config.port),
-            true,
-        ),
-        Some(c) if *c == SqlState::INSUFFICIENT_PRIVILEGE => (
-            format!("user {user:?} may not connect to database {db:?}: {server_says}"),
-            true,
-        ),
-        Some(c) if *c == SqlState::TOO_MANY_CONNECTIONS => (
-            format!("{target} has no free connection slots: {server_says}"),
-            false,
-        ),
-        Some(c) if *c == SqlState::CANNOT_CONNECT_NOW => (
-            format!("{target} is starting up or shutting down: {server_says}"),
-            false,
-        ),
-        Some(_) => (format!("cannot connect to {target}: {server_says}"), false),
-        None => {
-            let cause = root_cause(e);
-            let hint = match cause.as_ref().map(std::io::Error::kind) {
-                Some(std::io::ErrorKind::ConnectionRefused) => {
-                    " (connection refused: is PostgreSQL running and listening on that host and port?)"
-                }
-                Some(std::io::ErrorKind::TimedOut) => " (timed out: is the host reachable?)",
-                _ if e.to_string().contains("timeout") => " (timed out: is the host reachable?)",
-                _ => "",
-            };
-            let detail = cause.map(|c| c.to_string()).unwrap_or_else(|| e.to_string());
-            // Unreachable hosts are a config problem at check time, but may be a blip during a read:
-            // treat them as transient so the platform retries.
-            (
-                format!("cannot reach PostgreSQL at {}:{}: {detail}{hint}", config.host, config.port),
-                false,
-            )
-        }
-    };
-    Error::Database {
-        message,
-        config: is_config,
-    }
-}
-
-/// The innermost I/O error of a connection failure, if any.
-fn root_cause(e: &tokio_postgres::Error) -> Option<std::io::Error> {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
-    while let Some(s) = source {
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return Some(std::io::Error::new(io.kind(), io.to_string()));
-        }
-        source = s.source();
-    }
-    None
 }

@@ -20,7 +20,6 @@ use crate::Error;
 /// Runs `discover`: writes the CATALOG message.
 pub async fn run(config: &Path, out: &mut Output) -> Result<(), Error> {
     let config = SourceConfig::load(config)?;
-    config.ensure_supported()?;
     warn_unknown_keys(&config, out)?;
     let catalog = catalog(&config).await?;
     out.message(&Message::Catalog { catalog })?;

@@ -58,7 +58,6 @@ pub async fn run(
     out: &mut Output,
 ) -> Result<(), Error> {
     let config = SourceConfig::load(config)?;
-    config.ensure_supported()?;
     let catalog: ConfiguredCatalog = read_json("catalog", catalog)?;
     let saved = match state {
         Some(path) => state::load(path)?,

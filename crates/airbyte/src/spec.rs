@@ -47,15 +47,90 @@ pub const MAX_MEMORY_MB: Bounds = Bounds {
     max: 65_536,
 };
 
-/// The `ssl_mode` values, in libpq's order.
-pub const SSL_MODES: [&str; 6] = [
-    "disable",
-    "allow",
-    "prefer",
-    "require",
-    "verify-ca",
-    "verify-full",
-];
+/// `tunnel_method`'s `tunnel_port`.
+pub const TUNNEL_PORT: Bounds = Bounds {
+    default: 22,
+    min: 1,
+    max: 65_535,
+};
+
+/// `ssl_mode`: Airbyte's Postgres one-of, one object per libpq mode; the verifying modes carry the
+/// CA and, optionally, a client certificate and key (PEM text).
+fn ssl_mode() -> Value {
+    let mode = |name: &str, description: &str, order: u32| {
+        let mut properties = json!({"mode": {"type": "string", "const": name, "order": 0}});
+        let mut required = json!(["mode"]);
+        if name.starts_with("verify") {
+            properties["ca_certificate"] = json!({
+                "type": "string", "title": "CA certificate", "order": 1, "multiline": true,
+                "airbyte_secret": true,
+                "description": "PEM certificate(s) of the CA that signed the server's certificate.",
+            });
+            properties["client_certificate"] = json!({
+                "type": "string", "title": "Client certificate", "order": 2, "multiline": true,
+                "airbyte_secret": true,
+                "description": "PEM client certificate, for `cert` authentication (optional).",
+            });
+            properties["client_key"] = json!({
+                "type": "string", "title": "Client key", "order": 3, "multiline": true,
+                "airbyte_secret": true,
+                "description": "PEM private key of the client certificate (unencrypted).",
+            });
+            required = json!(["mode", "ca_certificate"]);
+        }
+        json!({
+            "title": name, "description": description, "order": order,
+            "type": "object", "required": required, "properties": properties,
+            "additionalProperties": true,
+        })
+    };
+    json!({
+        "type": "object", "title": "SSL mode", "order": 6,
+        "description": "TLS to PostgreSQL, as libpq's sslmode. Default: prefer.",
+        "oneOf": [
+            mode("disable", "No TLS.", 0),
+            mode("allow", "Without TLS; with TLS (unverified) if the server refuses a plain connection.", 1),
+            mode("prefer", "With TLS (unverified) if the server supports it, else without.", 2),
+            mode("require", "Always TLS; the certificate is not verified.", 3),
+            mode("verify-ca", "Always TLS; the certificate must be signed by the given CA.", 4),
+            mode("verify-full", "Always TLS; the certificate must be signed by the given CA and name the host.", 5),
+        ],
+    })
+}
+
+/// `tunnel_method`: Airbyte's SSH tunnel one-of, with its field names.
+fn tunnel_method() -> Value {
+    let common = |method: &str, title: &str, secret: (&str, &str), order: u32| {
+        let (secret_name, secret_title) = secret;
+        json!({
+            "title": title, "order": order, "type": "object",
+            "required": ["tunnel_method", "tunnel_host", "tunnel_port", "tunnel_user", secret_name],
+            "properties": {
+                "tunnel_method": {"type": "string", "const": method, "order": 0},
+                "tunnel_host": {"type": "string", "title": "SSH tunnel jump server host", "order": 1,
+                                "description": "Host name or IP of the SSH server that reaches the database."},
+                "tunnel_port": integer("SSH connection port", "Port of the SSH server.", TUNNEL_PORT, 2),
+                "tunnel_user": {"type": "string", "title": "SSH login username", "order": 3,
+                                "description": "User on the SSH server."},
+                secret_name: {"type": "string", "title": secret_title, "order": 4,
+                              "airbyte_secret": true, "multiline": secret_name == "ssh_key"},
+            },
+        })
+    };
+    json!({
+        "type": "object", "title": "SSH tunnel method", "order": 7,
+        "description": "Reach the database through an SSH server (the host and port above are then                         as seen from it). The SSH server's host key is not checked, as in                         Airbyte's own sources: its fingerprint is logged.",
+        "oneOf": [
+            {
+                "title": "No tunnel", "order": 0, "type": "object", "required": ["tunnel_method"],
+                "properties": {"tunnel_method": {"type": "string", "const": "NO_TUNNEL", "order": 0,
+                               "description": "Connect directly."}},
+            },
+            common("SSH_KEY_AUTH", "SSH key authentication", ("ssh_key", "SSH private key"), 1),
+            common("SSH_PASSWORD_AUTH", "Password authentication", ("tunnel_user_password", "Password"), 2),
+        ],
+    })
+}
 
 fn integer(title: &str, description: &str, b: Bounds, order: u32) -> Value {
     json!({
@@ -104,15 +179,10 @@ pub fn connection_specification() -> Value {
                 "description": "Schemas whose tables become streams. Empty: every user schema. \
                                 TimescaleDB's internal schemas are never listed.",
             },
-            "ssl_mode": {
-                "type": "string", "title": "SSL mode", "order": 6,
-                "enum": SSL_MODES, "default": "disable",
-                "description": "TLS to PostgreSQL. Not supported yet: the connection is never \
-                                encrypted. `disable`, `allow` and `prefer` connect without TLS; \
-                                `require`, `verify-ca` and `verify-full` are refused by check.",
-            },
+            "ssl_mode": ssl_mode(),
+            "tunnel_method": tunnel_method(),
             "flight_url": {
-                "type": "string", "title": "Flight server URL", "order": 7,
+                "type": "string", "title": "Flight server URL", "order": 8,
                 "pattern": "^grpc(\\+tcp|\\+tls)?://[^/]+$",
                 "examples": ["grpc://flight.internal:50051", "grpc+tls://flight.example.com:443"],
                 "description": "Read from a running hyperflight server (grpc://host:port, or \
@@ -124,19 +194,19 @@ pub fn connection_specification() -> Value {
                                 be stable for reads to resume across attempts.",
             },
             "flight_token": {
-                "type": "string", "title": "Flight server token", "order": 8,
+                "type": "string", "title": "Flight server token", "order": 9,
                 "airbyte_secret": true,
                 "description": "Bearer token for a flight_url server started with auth_token \
                                 (sent as `authorization: Bearer <token>`). Empty: no token.",
             },
             "flight_tls_root_certs": {
-                "type": "string", "title": "Flight server CA certificates (PEM)", "order": 9,
+                "type": "string", "title": "Flight server CA certificates (PEM)", "order": 10,
                 "multiline": true,
                 "description": "PEM certificates that verify a grpc+tls:// flight_url server \
                                 (for a private CA). Empty: the usual public (web) roots.",
             },
             "timescaledb_support": {
-                "type": "boolean", "title": "TimescaleDB support", "order": 10, "default": true,
+                "type": "boolean", "title": "TimescaleDB support", "order": 11, "default": true,
                 "description": "Read hypertables chunk by chunk when the TimescaleDB extension is \
                                 present. Off, or without the extension, every table is read as plain \
                                 PostgreSQL (no chunk-level resume, no time-dimension cursor).",
@@ -144,26 +214,26 @@ pub fn connection_specification() -> Value {
             "timescaledb_chunk_discovery_interval_minutes": integer(
                 "Chunk discovery interval (minutes)",
                 "How often the in-process Flight service re-discovers chunks during a long read.",
-                DISCOVERY_INTERVAL_MINUTES, 11),
+                DISCOVERY_INTERVAL_MINUTES, 12),
             "timescaledb_max_concurrent_chunks": integer(
                 "Max concurrent chunks",
                 "Chunks read at once, in parallel: the number of concurrent DoGet calls and of \
                  chunk scans the in-process Flight service runs.",
-                MAX_CONCURRENT_CHUNKS, 12),
+                MAX_CONCURRENT_CHUNKS, 13),
             "timescaledb_enable_chunk_caching": {
-                "type": "boolean", "title": "Enable chunk caching", "order": 13, "default": true,
+                "type": "boolean", "title": "Enable chunk caching", "order": 14, "default": true,
                 "description": "Cache chunk discovery results in the in-process Flight service.",
             },
             "timescaledb_chunk_cache_ttl_minutes": integer(
                 "Chunk cache TTL (minutes)",
                 "Lifetime of a cached discovery result (used when chunk caching is enabled).",
-                CHUNK_CACHE_TTL_MINUTES, 14),
+                CHUNK_CACHE_TTL_MINUTES, 15),
             "timescaledb_max_memory_mb": integer(
                 "Max memory (MB)",
                 "Bound on decoded batches buffered in the in-process Flight service, all chunk \
                  reads together; reads wait for budget rather than exceed it. (With flight_url, \
                  the remote server's own max_memory_mb applies.)",
-                MAX_MEMORY_MB, 15),
+                MAX_MEMORY_MB, 16),
         },
     })
 }

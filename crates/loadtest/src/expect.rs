@@ -333,17 +333,19 @@ pub(crate) async fn histogram(
     Ok(Histogram::from_buckets(thresholds, &buckets))
 }
 
-/// A database connection whose driver task runs in the background.
+/// A database connection (libpq's settings: TLS, PG* variables, .pgpass) whose driver task runs
+/// in the background.
 pub(crate) async fn connect(url: &str) -> Result<tokio_postgres::Client, LoadError> {
-    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+    let failed =
+        |e: pgconn::ConnectError| LoadError::Setup(format!("connecting to --database-url: {e}"));
+    let target =
+        pgconn::Target::resolve(url, &pgconn::Params::default(), None, &pgconn::ProcessEnv)
+            .map_err(failed)?;
+    pgconn::Connector::new(target)
+        .map_err(failed)?
+        .connect()
         .await
-        .map_err(db_err("connecting to --database-url"))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "load test's database connection ended");
-        }
-    });
-    Ok(client)
+        .map_err(failed)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
+use crate::db::Pool;
 use moka::future::Cache;
 use protocol::{Bound, TableFacts};
 
@@ -562,7 +562,7 @@ struct Hypertables {
 
 /// Hypertables with their first open dimension, and their chunks with that dimension's slice.
 async fn discover_hypertables(
-    client: &deadpool_postgres::Client,
+    client: &tokio_postgres::Client,
 ) -> Result<Hypertables, tokio_postgres::Error> {
     let rows = client
         .query(
@@ -685,7 +685,7 @@ async fn discover_hypertables(
 
 /// Leaf partitions of the given partitioned tables, in partition-tree order.
 async fn discover_partitions(
-    client: &deadpool_postgres::Client,
+    client: &tokio_postgres::Client,
     oids: &[u32],
 ) -> Result<BTreeMap<u32, Vec<Partition>>, DbError> {
     let mut out: BTreeMap<u32, Vec<Partition>> = BTreeMap::new();
@@ -724,7 +724,7 @@ async fn discover_partitions(
 
 /// Primary key columns of the given relations, in key order.
 async fn discover_primary_keys(
-    client: &deadpool_postgres::Client,
+    client: &tokio_postgres::Client,
     oids: &[u32],
 ) -> Result<BTreeMap<u32, Vec<String>>, DbError> {
     let rows = client
@@ -747,7 +747,7 @@ async fn discover_primary_keys(
 
 /// Columns of the given relations, domains resolved to their base type (recursively).
 async fn discover_columns(
-    client: &deadpool_postgres::Client,
+    client: &tokio_postgres::Client,
     oids: &[u32],
 ) -> Result<BTreeMap<u32, Vec<Column>>, DbError> {
     let rows = client

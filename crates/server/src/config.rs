@@ -103,6 +103,35 @@ pub struct Settings {
     pub database_url: Secret,
     /// File holding the database password (instead of one in the URL).
     pub database_password_file: Option<PathBuf>,
+    /// libpq's TLS mode, when `database_url` gives none (then `PGSSLMODE`, then `prefer`).
+    pub sslmode: Option<String>,
+    /// CA certificates (PEM file) that verify the database's certificate, or `system`.
+    pub sslrootcert: Option<String>,
+    /// Client certificate (PEM file), for `cert` authentication.
+    pub sslcert: Option<String>,
+    /// The client certificate's private key (PEM file).
+    pub sslkey: Option<String>,
+    /// Password file in `.pgpass` format (libpq's `passfile`; then `PGPASSFILE`, then `~/.pgpass`).
+    pub passfile: Option<String>,
+    /// SSH tunnel to the database: `NO_TUNNEL`, `SSH_KEY_AUTH` or `SSH_PASSWORD_AUTH`.
+    pub tunnel_method: String,
+    /// SSH server host.
+    pub tunnel_host: Option<String>,
+    /// SSH server port.
+    pub tunnel_port: u16,
+    /// SSH user.
+    pub tunnel_user: Option<String>,
+    /// SSH private key text (SSH_KEY_AUTH).
+    pub ssh_key: Option<Secret>,
+    /// File holding the SSH private key.
+    pub ssh_key_file: Option<PathBuf>,
+    /// SSH password (SSH_PASSWORD_AUTH).
+    pub tunnel_user_password: Option<Secret>,
+    /// File holding the SSH password.
+    pub tunnel_user_password_file: Option<PathBuf>,
+    /// OpenSSH known-hosts file that must hold the SSH server's host key (default
+    /// `~/.ssh/known_hosts`).
+    pub tunnel_known_hosts_file: Option<PathBuf>,
     /// Flight (gRPC) address.
     pub listen: String,
     /// Prometheus `/metrics` address; empty disables it.
@@ -159,8 +188,22 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            database_url: Secret("postgres://postgres@127.0.0.1:5432/postgres".into()),
+            database_url: Secret(String::new()),
             database_password_file: None,
+            sslmode: None,
+            sslrootcert: None,
+            sslcert: None,
+            sslkey: None,
+            passfile: None,
+            tunnel_method: "NO_TUNNEL".into(),
+            tunnel_host: None,
+            tunnel_port: 22,
+            tunnel_user: None,
+            ssh_key: None,
+            ssh_key_file: None,
+            tunnel_user_password: None,
+            tunnel_user_password_file: None,
+            tunnel_known_hosts_file: None,
             listen: "127.0.0.1:50051".into(),
             metrics_listen: "127.0.0.1:9469".into(),
             timescaledb_support: true,
@@ -212,12 +255,54 @@ pub struct Overrides {
     #[arg(long, env = "HYPERFLIGHT_CONFIG")]
     #[serde(skip)]
     pub config: Option<PathBuf>,
-    /// Source database URL (`postgres://…` or `key=value` form).
+    /// Source database URL (`postgres://…` or `key=value` form; empty: PG* variables, libpq defaults).
     #[arg(long)]
     pub database_url: Option<Secret>,
     /// File holding the database password.
     #[arg(long)]
     pub database_password_file: Option<PathBuf>,
+    /// TLS mode to the database: disable, allow, prefer, require, verify-ca, verify-full.
+    #[arg(long)]
+    pub sslmode: Option<String>,
+    /// CA certificates (PEM file) that verify the database, or `system`.
+    #[arg(long)]
+    pub sslrootcert: Option<String>,
+    /// Client certificate (PEM file) for `cert` authentication.
+    #[arg(long)]
+    pub sslcert: Option<String>,
+    /// The client certificate's key (PEM file).
+    #[arg(long)]
+    pub sslkey: Option<String>,
+    /// Password file in .pgpass format.
+    #[arg(long)]
+    pub passfile: Option<String>,
+    /// SSH tunnel: NO_TUNNEL, SSH_KEY_AUTH or SSH_PASSWORD_AUTH.
+    #[arg(long)]
+    pub tunnel_method: Option<String>,
+    /// SSH server host.
+    #[arg(long)]
+    pub tunnel_host: Option<String>,
+    /// SSH server port.
+    #[arg(long)]
+    pub tunnel_port: Option<u16>,
+    /// SSH user.
+    #[arg(long)]
+    pub tunnel_user: Option<String>,
+    /// SSH private key text. Prefer the file form.
+    #[arg(long)]
+    pub ssh_key: Option<Secret>,
+    /// File holding the SSH private key.
+    #[arg(long)]
+    pub ssh_key_file: Option<PathBuf>,
+    /// SSH password. Prefer the file form.
+    #[arg(long)]
+    pub tunnel_user_password: Option<Secret>,
+    /// File holding the SSH password.
+    #[arg(long)]
+    pub tunnel_user_password_file: Option<PathBuf>,
+    /// Known-hosts file holding the SSH server's host key (default ~/.ssh/known_hosts).
+    #[arg(long)]
+    pub tunnel_known_hosts_file: Option<PathBuf>,
     /// Flight (gRPC) listen address.
     #[arg(long)]
     pub listen: Option<String>,
@@ -344,20 +429,28 @@ impl Settings {
             }
             Ok(v)
         }
-        let mut database: tokio_postgres::Config =
-            self.database_url.expose().parse().map_err(|_| {
-                invalid(
-                    "database_url",
-                    "not a PostgreSQL URL (postgres://user@host:port/db or key=value form)",
-                )
-            })?;
-        if let Some(password) = secret_from(
+        let password = secret_from(
             None,
             "database_password_file",
             self.database_password_file.as_ref(),
-        )? {
-            database.password(password.expose());
-        }
+        )?;
+        let params = pgconn::Params {
+            sslmode: self.sslmode.clone(),
+            sslrootcert: self.sslrootcert.clone(),
+            sslcert: self.sslcert.clone(),
+            sslkey: self.sslkey.clone(),
+            passfile: self.passfile.clone(),
+        };
+        let bad_database = |e: pgconn::ConnectError| invalid("database_url", e.to_string());
+        let mut target = pgconn::Target::resolve(
+            self.database_url.expose(),
+            &params,
+            password.as_ref().map(Secret::expose),
+            &pgconn::ProcessEnv,
+        )
+        .map_err(bad_database)?;
+        target.tunnel = self.tunnel()?;
+        let database = pgconn::Connector::new(target).map_err(bad_database)?;
         let listen: SocketAddr = self
             .listen
             .parse()
@@ -491,62 +584,79 @@ impl Settings {
 
 impl Settings {
     /// The effective settings as TOML that `--config` accepts. Secrets are left out (a comment says
-    /// which are set), and the database URL is rebuilt from its parsed form without the password,
+    /// which are set), and the database URL is rebuilt from its resolved form without the password,
     /// whatever form it was given in.
-    pub fn to_toml(&self, database: &tokio_postgres::Config) -> String {
+    pub fn to_toml(&self, database: &pgconn::Target) -> String {
         let mut table = toml::Table::try_from(self).expect("settings serialize as a TOML table");
         let mut out = String::from("# hyperflight: effective settings; secrets are left out.\n");
-        for key in ["ticket_secret", "auth_token"] {
+        for key in [
+            "ticket_secret",
+            "auth_token",
+            "ssh_key",
+            "tunnel_user_password",
+        ] {
             if table.remove(key).is_some() {
                 out.push_str(&format!("# {key} is set (not shown)\n"));
             }
         }
-        if database.get_password().is_some() {
+        if database.pg.get_password().is_some() {
             out.push_str("# the database password is set (not shown)\n");
         }
-        table.insert("database_url".into(), redacted_database(database).into());
+        table.insert("database_url".into(), database.redacted().into());
         out + &toml::to_string(&table).expect("a TOML table serializes")
     }
-}
 
-/// The connection settings in libpq's key=value form, without the password.
-pub fn redacted_database(c: &tokio_postgres::Config) -> String {
-    fn quote(v: &str) -> String {
-        format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"))
+    /// The SSH tunnel settings (Airbyte's `tunnel_method` names), checked.
+    fn tunnel(&self) -> Result<Option<pgconn::TunnelSettings>, ConfigError> {
+        let auth = match self.tunnel_method.as_str() {
+            "NO_TUNNEL" => return Ok(None),
+            "SSH_KEY_AUTH" => secret_from(
+                self.ssh_key.clone(),
+                "ssh_key_file",
+                self.ssh_key_file.as_ref(),
+            )?
+            .map(|k| pgconn::TunnelAuth::Key(k.expose().to_string()))
+            .ok_or_else(|| invalid("ssh_key", "SSH_KEY_AUTH needs ssh_key or ssh_key_file"))?,
+            "SSH_PASSWORD_AUTH" => secret_from(
+                self.tunnel_user_password.clone(),
+                "tunnel_user_password_file",
+                self.tunnel_user_password_file.as_ref(),
+            )?
+            .map(|p| pgconn::TunnelAuth::Password(p.expose().to_string()))
+            .ok_or_else(|| {
+                invalid(
+                    "tunnel_user_password",
+                    "SSH_PASSWORD_AUTH needs tunnel_user_password or tunnel_user_password_file",
+                )
+            })?,
+            other => {
+                return Err(invalid(
+                    "tunnel_method",
+                    format!("{other:?} is not one of NO_TUNNEL, SSH_KEY_AUTH, SSH_PASSWORD_AUTH"),
+                ))
+            }
+        };
+        let required = |setting: &'static str, v: &Option<String>| match v.as_deref().map(str::trim)
+        {
+            Some(v) if !v.is_empty() => Ok(v.to_string()),
+            _ => Err(invalid(setting, format!("{} needs it", self.tunnel_method))),
+        };
+        let known_hosts = match &self.tunnel_known_hosts_file {
+            Some(f) => f.clone(),
+            None => std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".ssh/known_hosts"))
+                .ok_or_else(|| {
+                    invalid("tunnel_known_hosts_file", "not set, and there is no HOME")
+                })?,
+        };
+        Ok(Some(pgconn::TunnelSettings {
+            host: required("tunnel_host", &self.tunnel_host)?,
+            port: self.tunnel_port,
+            user: required("tunnel_user", &self.tunnel_user)?,
+            auth,
+            host_keys: pgconn::HostKeys::File(known_hosts),
+        }))
     }
-    let hosts: Vec<String> = c
-        .get_hosts()
-        .iter()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(name) => name.clone(),
-            tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
-        })
-        .collect();
-    let ports: Vec<String> = c.get_ports().iter().map(u16::to_string).collect();
-    let mut parts = Vec::new();
-    let mut add = |key: &str, value: Option<String>| {
-        if let Some(v) = value.filter(|v| !v.is_empty()) {
-            parts.push(format!("{key}={}", quote(&v)));
-        }
-    };
-    add("host", Some(hosts.join(",")));
-    add("port", Some(ports.join(",")));
-    add("user", c.get_user().map(str::to_string));
-    add("dbname", c.get_dbname().map(str::to_string));
-    add("options", c.get_options().map(str::to_string));
-    add(
-        "application_name",
-        c.get_application_name().map(str::to_string),
-    );
-    add(
-        "sslmode",
-        Some(format!("{:?}", c.get_ssl_mode()).to_lowercase()),
-    );
-    add(
-        "connect_timeout",
-        c.get_connect_timeout().map(|t| t.as_secs().to_string()),
-    );
-    parts.join(" ")
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -629,8 +739,8 @@ pub struct TlsFiles {
 /// Validated settings, in the types the server uses.
 #[derive(Clone)]
 pub struct Config {
-    /// Connection parameters of the source database.
-    pub database: tokio_postgres::Config,
+    /// How to reach the source database (TLS, tunnel, credentials resolved).
+    pub database: pgconn::Connector,
     /// Flight listen address.
     pub listen: SocketAddr,
     /// Prometheus endpoint address, if enabled.
@@ -853,7 +963,7 @@ mod tests {
             assert!(!format!("{s:?}").contains("hunter2"));
             let c = s.clone().validate().unwrap();
             assert_eq!(c.ticket_secret, b"from-a-file-0123456789");
-            let text = s.to_toml(&c.database);
+            let text = s.to_toml(c.database.target());
             assert!(
                 !text.contains("hunter2") && !text.contains("from-a-file"),
                 "{text}"
@@ -866,10 +976,11 @@ mod tests {
             };
             let back = Settings::load_with_env(&o, Env::prefixed("HFTEST_NONE_")).unwrap();
             let back = back.validate().unwrap();
-            assert_eq!(back.database.get_hosts(), c.database.get_hosts());
-            assert_eq!(back.database.get_user(), Some("u"));
-            assert_eq!(back.database.get_dbname(), Some("db"));
-            assert_eq!(back.database.get_password(), None);
+            let (back, c) = (&back.database.target().pg, &c.database.target().pg);
+            assert_eq!(back.get_hosts(), c.get_hosts());
+            assert_eq!(back.get_user(), Some("u"));
+            assert_eq!(back.get_dbname(), Some("db"));
+            assert_eq!(back.get_password(), None);
         }
         let both = Settings {
             ticket_secret: Some("0123456789abcdefgh".into()),

@@ -5,6 +5,7 @@
 
 use tonic::{Code, Status};
 
+use crate::db::PoolError;
 use crate::ticket::TicketError;
 
 /// Everything a Flight call can fail with.
@@ -55,6 +56,9 @@ pub enum DbError {
     /// Cannot reach the database, or it went away (class 08, admin shutdown, pool timeout, I/O).
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A new connection failed; the error says what to fix (and holds no secret).
+    #[error("cannot connect to the database: {0}")]
+    Connect(pgconn::ConnectError),
     /// `statement_timeout` or a cancel ended the statement (57014).
     #[error("database statement timed out or was cancelled")]
     Cancelled,
@@ -77,6 +81,7 @@ impl DbError {
     pub fn category(&self) -> &'static str {
         match self {
             DbError::Unavailable(_) => "database unavailable",
+            DbError::Connect(_) => "cannot connect to the database",
             DbError::Cancelled => "statement timed out or was cancelled",
             DbError::UndefinedTable => "relation does not exist",
             DbError::Resources(_) => "database out of resources",
@@ -103,10 +108,10 @@ impl From<tokio_postgres::Error> for DbError {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for DbError {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
+impl From<PoolError> for DbError {
+    fn from(e: PoolError) -> Self {
         match e {
-            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            PoolError::Backend(e) => DbError::Connect(e),
             other => DbError::Unavailable(other.to_string()),
         }
     }
@@ -118,8 +123,8 @@ impl From<tokio_postgres::Error> for Error {
     }
 }
 
-impl From<deadpool_postgres::PoolError> for Error {
-    fn from(e: deadpool_postgres::PoolError) -> Self {
+impl From<PoolError> for Error {
+    fn from(e: PoolError) -> Self {
         Error::Database(e.into())
     }
 }
@@ -137,6 +142,9 @@ impl From<Error> for Status {
             Error::Stalled(_) => (Code::Aborted, e.to_string()),
             Error::Database(db) => match db {
                 DbError::Unavailable(_) => (Code::Unavailable, "database unavailable".into()),
+                // Says what to fix; a wrong setting is not worth retrying, a database down is.
+                DbError::Connect(c) if c.is_transient() => (Code::Unavailable, db.to_string()),
+                DbError::Connect(_) => (Code::FailedPrecondition, db.to_string()),
                 DbError::Cancelled => (
                     Code::DeadlineExceeded,
                     "database statement timed out or was cancelled".into(),

@@ -19,7 +19,8 @@
 //! - [`cli`]: what the binaries share: logging to stderr, the shutdown signal.
 //! - [`config`]: settings: defaults, TOML file, environment, flags, validation, secrets.
 //! - `error`: the service error, SQLSTATE classification, the one mapping to `tonic::Status`.
-//! - `db`: the connection pool (read-only sessions, timeouts, `application_name`).
+//! - [`db`]: the connection pool (read-only sessions, timeouts, `application_name`) over a
+//!   `pgconn::Connector` (TLS, SSH tunnel, credentials, readable connection errors).
 //! - `catalog`: discovery of tables, hypertables, dimensions and chunks; the cache.
 //! - [`ticket`]: versioned, HMAC-signed tickets; decoding never panics.
 //! - `plan`: descriptors → endpoints with tickets (chunk pruning); tickets → scans.
@@ -31,13 +32,14 @@
 //! - `snapshot`: exported snapshots held for `consistent_snapshot` reads.
 //! - [`server`]: `run(listener, config, shutdown)`: tonic, auth, TLS, limits, re-discovery.
 //!
-//! The type table and COPY decoder live in the `pgarrow` crate, the wire contract in `protocol`.
+//! The type table and COPY decoder live in the `pgarrow` crate, the wire contract in `protocol`,
+//! connecting to PostgreSQL (libpq's settings, TLS, tunnels) in `pgconn`.
 
 mod catalog;
 pub mod cli;
 mod compressed;
 pub mod config;
-mod db;
+pub mod db;
 mod error;
 mod metrics;
 mod plan;

@@ -33,10 +33,21 @@ struct Cli {
 enum Command {
     /// Serve Flight until SIGINT or SIGTERM.
     Serve(Overrides),
-    /// Print the effective settings as TOML (secrets left out) and exit: 0 if valid, 2 if not.
-    CheckConfig(Overrides),
+    /// Print the effective settings as TOML (secrets left out) and exit: 0 if valid, 2 if not;
+    /// with --connect, 1 if the database cannot be reached as configured.
+    CheckConfig(CheckConfigArgs),
     /// Ask a running server for `health`: exit 0 when it answers and reaches its database.
     Health(HealthArgs),
+}
+
+#[derive(clap::Args)]
+struct CheckConfigArgs {
+    #[command(flatten)]
+    settings: Overrides,
+    /// Also connect to the database as the server would (TLS, tunnel, credentials) and say what
+    /// fails, if anything.
+    #[arg(long)]
+    connect: bool,
 }
 
 #[derive(clap::Args)]
@@ -64,20 +75,40 @@ fn main() -> ExitCode {
             Ok((_, config)) => run(serve(config)),
             Err(code) => code,
         },
-        Command::CheckConfig(o) => match settings(&o) {
+        Command::CheckConfig(args) => match settings(&args.settings) {
             Ok((settings, config)) => {
                 // A closed pipe (`check-config | head -1`) is the reader's choice, not an error.
-                let text = settings.to_toml(&config.database);
+                let text = settings.to_toml(config.database.target());
                 if let Err(e) = std::io::stdout().write_all(text.as_bytes()) {
                     if e.kind() != std::io::ErrorKind::BrokenPipe {
                         eprintln!("hyperflight: cannot write: {e}");
                         return ExitCode::FAILURE;
                     }
                 }
-                if !config.schemas.is_empty() {
-                    run(warn_missing_schemas(config));
+                // Missing schemas are worth a connection even without --connect (a typo exposes
+                // nothing, silently otherwise); only --connect makes a failed one an error.
+                if !args.connect && config.schemas.is_empty() {
+                    return ExitCode::SUCCESS;
                 }
-                ExitCode::SUCCESS
+                let connect = args.connect;
+                run(async move {
+                    match probe(&config).await {
+                        Ok(found) => {
+                            if connect {
+                                eprintln!("hyperflight: {}", found.summary);
+                            }
+                            for schema in found.missing_schemas {
+                                eprintln!("hyperflight: warning: {}", missing_schema(&schema));
+                            }
+                            Ok(())
+                        }
+                        Err(e) if connect => Err(e),
+                        Err(e) => {
+                            eprintln!("hyperflight: note: could not check `schemas`: {e}");
+                            Ok(())
+                        }
+                    }
+                })
             }
             Err(code) => code,
         },
@@ -121,19 +152,29 @@ fn run(f: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
     }
 }
 
-/// Says on stderr which configured schemas the database does not have (a typo exposes nothing,
-/// silently otherwise); a database that cannot be reached is mentioned, not an error.
-async fn warn_missing_schemas(config: Config) -> Result<(), String> {
-    let mut pg = config.database.clone();
-    pg.connect_timeout(Duration::from_secs(5));
-    let (client, connection) = match pg.connect(tokio_postgres::NoTls).await {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hyperflight: note: could not reach the database to check `schemas` ({e})");
-            return Ok(());
-        }
-    };
-    tokio::spawn(connection);
+/// What a connection made as the server makes them found.
+struct Probe {
+    /// The server's version, where, as whom, with or without TLS.
+    summary: String,
+    /// Configured schemas the database does not have.
+    missing_schemas: Vec<String>,
+}
+
+/// Connects once as the server does; fails with what to fix when the connection cannot be made.
+async fn probe(config: &Config) -> Result<Probe, String> {
+    let client = server::db::session_connector(config)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    let row = client
+        .query_one(
+            "SELECT pg_catalog.current_setting('server_version'), \
+             coalesce((SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()), false)",
+            &[],
+        )
+        .await
+        .map_err(|e| format!("connected, but a query failed: {e}"))?;
+    let (version, tls): (String, bool) = (row.get(0), row.get(1));
     let rows = client
         .query(
             "SELECT s FROM unnest($1::text[]) AS s
@@ -141,17 +182,42 @@ async fn warn_missing_schemas(config: Config) -> Result<(), String> {
             &[&config.schemas],
         )
         .await
-        .map_err(|e| e.to_string())?;
-    for row in rows {
-        eprintln!(
-            "hyperflight: warning: schema {:?} (in `schemas`) does not exist in the database: nothing of it is exposed",
-            row.get::<_, String>(0)
-        );
-    }
-    Ok(())
+        .map_err(|e| format!("connected, but a query failed: {e}"))?;
+    let target = config.database.target();
+    Ok(Probe {
+        summary: format!(
+            "connected to PostgreSQL {version} at {} as {:?}, {}",
+            target.address(),
+            target.role(),
+            if tls { "with TLS" } else { "without TLS" }
+        ),
+        missing_schemas: rows.iter().map(|r| r.get(0)).collect(),
+    })
+}
+
+fn missing_schema(name: &str) -> String {
+    format!(
+        "schema {name:?} (in `schemas`) does not exist in the database: nothing of it is exposed"
+    )
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    // Said at once, not on the first call; the server keeps running (the pool retries on every
+    // call, and health names the failure), so fixing the database needs no restart.
+    let probed = config.clone();
+    tokio::spawn(async move {
+        match probe(&probed).await {
+            Ok(found) => {
+                tracing::info!("{}", found.summary);
+                for schema in found.missing_schemas {
+                    tracing::warn!("{}", missing_schema(&schema));
+                }
+            }
+            Err(e) => tracing::error!(
+                "{e}; serving anyway: calls fail with this reason until it is fixed"
+            ),
+        }
+    });
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_postgres::{Object, Pool};
+use crate::db::{Object, Pool};
 use futures::StreamExt;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -259,7 +259,7 @@ impl Scanner {
                 return;
             }
             // The COPY may still be running: stop it, and never give this connection back.
-            if let Err(e) = cancel.cancel_query(tokio_postgres::NoTls).await {
+            if let Err(e) = crate::db::connector(&pool).cancel(&cancel).await {
                 tracing::debug!(error = %e, "cancel request failed");
             }
             drop(Object::take(client));

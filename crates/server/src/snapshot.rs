@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use deadpool_postgres::{ClientWrapper, Object, Pool};
+use crate::db::{Object, Pool};
 
 use crate::catalog::QualifiedName;
 use crate::error::{DbError, Error};
@@ -20,7 +20,7 @@ use crate::error::{DbError, Error};
 pub const MAX_HELD: usize = 8;
 
 struct Held {
-    _client: ClientWrapper,
+    _client: tokio_postgres::Client,
     expires_at_ms: i64,
     pending: HashSet<QualifiedName>,
     /// Scans attached now; an attached snapshot is never idle.

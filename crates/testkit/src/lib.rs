@@ -1,6 +1,8 @@
 //! Test support: the project's real TimescaleDB cluster with the sample fixture, an in-process server
 //! on a free port, a Flight client, and helpers to compare what Flight returns with what SQL returns.
 
+pub mod secure;
+
 use std::future::Future;
 use std::path::Path;
 use std::process::Command;
