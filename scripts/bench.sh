@@ -5,24 +5,28 @@
 #  2. public.metrics_compressed, the same rows with every chunk compressed (segmentby device_id,
 #     orderby time DESC): hyperflight at parallelism 4 and 1 vs
 #     psql -c "\copy (SELECT * FROM public.metrics_compressed) TO '/dev/null' (FORMAT binary)".
-# Every read is checked against SELECT count(*). Both tables are loaded once and kept.
+#  3. with --latency (alone, on a freshly started server): a 1-hour window of public.metrics against
+#     ADBC, the first batch of a one-row chunk, GetFlightInfo and a parallel read of
+#     public.tiny_chunks (10,000 one-hour chunks of one row each; clients/python/bench/bench_latency.py).
+# Every read is checked against SELECT count(*). The tables are loaded once and kept.
 # Usage: scripts/bench.sh [--rows N (default 5000000)] [--repeat R (default 3)]
-#                         [--compressed-only | --no-compressed] [--binary PATH]
+#                         [--compressed-only | --no-compressed | --latency] [--binary PATH]
 #   --binary: use this hyperflight binary instead of building the working tree with cargo.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${HYPERFLIGHT_PG_BIN:-/usr/lib/postgresql/15/bin}
-ROWS=5000000 REPEAT=3 DB=hyperflight_bench DAYS=14 PLAIN=1 COMPRESSED=1 BIN=""
+ROWS=5000000 REPEAT=3 DB=hyperflight_bench DAYS=14 PLAIN=1 COMPRESSED=1 LATENCY=0 BIN=""
 
 log() { printf '[bench] %s\n' "$*" >&2; }
-usage() { echo "usage: $0 [--rows N] [--repeat R] [--compressed-only | --no-compressed] [--binary PATH]" >&2; exit 2; }
+usage() { echo "usage: $0 [--rows N] [--repeat R] [--compressed-only | --no-compressed | --latency] [--binary PATH]" >&2; exit 2; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --rows) [ $# -ge 2 ] || usage; ROWS=$2; shift 2 ;;
     --repeat) [ $# -ge 2 ] || usage; REPEAT=$2; shift 2 ;;
     --compressed-only) PLAIN=0 COMPRESSED=1; shift ;;
     --no-compressed) PLAIN=1 COMPRESSED=0; shift ;;
+    --latency) PLAIN=0 COMPRESSED=0 LATENCY=1; shift ;;
     --binary) [ $# -ge 2 ] || usage; BIN=$(realpath "$2"); shift 2 ;;
     *) usage ;;
   esac
@@ -76,6 +80,20 @@ SQL
 }
 [ "$COMPRESSED" -eq 0 ] || load_compressed
 
+# public.tiny_chunks: 10,000 one-hour chunks with one row each (TimescaleDB makes a chunk per row).
+if [ "$LATENCY" -eq 1 ] && [ "$(q -c "SELECT count(*) FROM show_chunks('public.tiny_chunks')" 2>/dev/null || echo 0)" != 10000 ]; then
+  log "loading public.tiny_chunks (10,000 chunks; a few minutes)"
+  q <<'SQL' >/dev/null
+SET client_min_messages = warning;
+DROP TABLE IF EXISTS public.tiny_chunks;
+CREATE TABLE public.tiny_chunks ("time" timestamptz NOT NULL, v double precision);
+SELECT create_hypertable('public.tiny_chunks', by_range('time', interval '1 hour'));
+INSERT INTO public.tiny_chunks
+  SELECT timestamptz '2025-01-01' + g * interval '1 hour', g FROM generate_series(0, 9999) g;
+ANALYZE public.tiny_chunks;
+SQL
+fi
+
 VENV=$("$REPO/scripts/python-env.sh")
 PY=$VENV/bin/python
 if [ -z "$BIN" ]; then
@@ -107,6 +125,10 @@ until "$PY" -c "import hyperflight, sys; hyperflight.do_action(sys.argv[1], 'hea
 done
 log "server $BIN on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
 
+if [ "$LATENCY" -eq 1 ]; then
+  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" \
+    --repeat "$((REPEAT * 10))"
+fi
 if [ "$PLAIN" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
     --repeat "$REPEAT" --psql "$PG_BIN/psql" --title "public.metrics (uncompressed chunks)"

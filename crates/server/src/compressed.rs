@@ -68,7 +68,7 @@ impl Layout {
 /// decompressed this way (array columns: TimescaleDB 2.28 has no SQL function for them; columns
 /// added after compression, whose value lives in the catalog): the chunk is then read in one pass.
 pub async fn layout(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Client,
     chunk: &QualifiedName,
     source: &CompressedSource,
     filter: Option<&TimeFilter>,

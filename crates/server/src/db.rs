@@ -63,7 +63,8 @@ pub fn session_connector(config: &Config) -> Connector {
         // pin them so the output does not change with the database's defaults.
         let ours = format!(
             "-c default_transaction_read_only=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
-             -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=1",
+             -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=1 \
+             -c standard_conforming_strings=on",
             CATALOG_STATEMENT_TIMEOUT.as_millis(),
             IDLE_IN_TRANSACTION_TIMEOUT.as_millis()
         );

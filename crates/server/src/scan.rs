@@ -319,25 +319,22 @@ async fn copy_into(
     budget: &MemoryBudget,
     tx: &mpsc::Sender<ScanItem>,
 ) -> Result<bool, Error> {
-    let txn = client
-        .build_transaction()
-        .read_only(true)
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .start()
-        .await?;
-    prepare(&txn, spec).await?;
+    begin(client, spec).await?;
     let read_all = match &spec.compressed {
-        None => copy_heap(&txn, spec, budget, tx).await?,
-        Some(source) => copy_compressed_chunk(&txn, spec, source, budget, tx).await?,
+        None => copy_heap(client, spec, budget, tx).await?,
+        Some(source) => copy_compressed_chunk(client, spec, source, budget, tx).await?,
     };
+    // Any other outcome discards the connection, transaction and all (see the caller).
     if read_all {
-        txn.commit().await?;
+        client.batch_execute("COMMIT").await?;
     }
     Ok(read_all)
 }
 
-/// Session settings, the lock, and the check that the relation is the one the ticket was issued for.
-async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Result<(), Error> {
+/// The transaction, its settings, the lock, and the check that the relation is the one the ticket
+/// was issued for, in one round trip: on a small chunk the round trips before COPY are most of the
+/// time to the first batch.
+async fn begin(client: &tokio_postgres::Client, spec: &ScanSpec) -> Result<(), Error> {
     // SET TRANSACTION SNAPSHOT must come before any query of the transaction.
     let attach = match &spec.snapshot {
         Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
@@ -359,26 +356,31 @@ async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Resu
         if let Some(c) = &spec.compressed {
             lock.push_str(&format!(", {}", c.relation.quoted()));
         }
-        lock.push_str(" IN ACCESS SHARE MODE");
+        lock.push_str(" IN ACCESS SHARE MODE; ");
     }
     // Resume positions need rows in ctid order: no synchronized seq scans (they start mid-table), no
     // parallel workers, and no index scans (a time window would come back in index order). Bitmap
     // heap scans visit blocks in order and stay allowed.
-    txn.batch_execute(&format!(
-        "{attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
-         SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
-         SET LOCAL enable_indexonlyscan = off; {lock}",
-        spec.statement_timeout.as_millis(),
-    ))
-    .await?;
     // Tickets are bound to the relation's storage: after a rewrite their block positions are void.
-    let row = txn
-        .query_one(
-            "SELECT relfilenode FROM pg_catalog.pg_class WHERE oid = $1::text::regclass",
-            &[&spec.relation.quoted()],
-        )
+    // (The session pins standard_conforming_strings, so doubling quotes makes the literal.)
+    let relation = spec.relation.quoted().replace('\'', "''");
+    let answers = client
+        .simple_query(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+             {attach}SET LOCAL statement_timeout = {}; SET LOCAL synchronize_seqscans = off; \
+             SET LOCAL max_parallel_workers_per_gather = 0; SET LOCAL enable_indexscan = off; \
+             SET LOCAL enable_indexonlyscan = off; {lock}\
+             SELECT relfilenode FROM pg_catalog.pg_class WHERE oid = '{relation}'::regclass",
+            spec.statement_timeout.as_millis(),
+        ))
         .await?;
-    if row.get::<_, u32>(0) != spec.relfilenode {
+    let relfilenode = answers.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => {
+            row.get(0).and_then(|v| v.parse::<u32>().ok())
+        }
+        _ => None,
+    });
+    if relfilenode != Some(spec.relfilenode) {
         return Err(Error::Rewritten(spec.relation.to_string()));
     }
     Ok(())
@@ -387,7 +389,7 @@ async fn prepare(txn: &tokio_postgres::Transaction<'_>, spec: &ScanSpec) -> Resu
 /// A compressed chunk: its batches with positions, then the rows inserted into its heap since it was
 /// compressed. Where the batches cannot be read with positions, the chunk is read in one pass.
 async fn copy_compressed_chunk(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Client,
     spec: &ScanSpec,
     source: &CompressedSource,
     budget: &MemoryBudget,
@@ -420,7 +422,7 @@ async fn copy_compressed_chunk(
 
 /// The compressed part: one COPY row per batch, exploded into rows with positions.
 async fn copy_batches(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Client,
     spec: &ScanSpec,
     source: &CompressedSource,
     layout: compressed::Layout,
@@ -448,7 +450,7 @@ async fn copy_batches(
 
 /// A heap read: rows in ctid order, each batch with the ctid of its last row when `with_tid`.
 async fn copy_heap(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Client,
     spec: &ScanSpec,
     budget: &MemoryBudget,
     tx: &mpsc::Sender<ScanItem>,
@@ -480,7 +482,7 @@ async fn copy_heap(
 /// Runs `sql` (a COPY … TO STDOUT), decodes it, turns each decoded batch into scan batches with
 /// `convert` and hands them on. Ok(true): read to its end; Ok(false): the receiver went away.
 async fn copy_out(
-    txn: &tokio_postgres::Transaction<'_>,
+    txn: &tokio_postgres::Client,
     sql: &str,
     mut decoder: CopyDecoder,
     budget: &MemoryBudget,

@@ -1,0 +1,120 @@
+"""Latency benchmark (issue 14's rows; prints numbers, asserts only row counts).
+
+Run by `scripts/bench.sh --latency` against a freshly started server, so the first GetFlightInfo of
+the many-chunk table is a cold one. Both sides warm and in one process where compared, alternating,
+medians of --repeat runs:
+- a 1-hour window: GetFlightInfo (CMD with [start, end)) + DoGet of every endpoint on one open Flight
+  connection, vs ADBC PostgreSQL `SELECT * … WHERE time >= $1 AND time < $2` on one open connection;
+- DoGet to the first batch of a one-row chunk (the per-DoGet fixed cost);
+- GetFlightInfo of the many-chunk table, first (cold discovery) and cached;
+- every one-row endpoint of the many-chunk table read at parallelism 8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta, timezone
+from typing import Callable, List
+
+import pyarrow.flight as flight
+
+
+def median_ms(samples: List[float]) -> float:
+    return statistics.median(samples) * 1000
+
+
+def timed(f: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    f()
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--url", required=True)
+    p.add_argument("--database-url", required=True)
+    p.add_argument("--table", default="public.metrics")
+    p.add_argument("--many", default="public.tiny_chunks", help="a hypertable of one-row chunks")
+    p.add_argument("--repeat", type=int, default=30)
+    a = p.parse_args()
+    import adbc_driver_postgresql.dbapi as adbc
+
+    client = flight.FlightClient(a.url)
+    descriptor = lambda cmd: flight.FlightDescriptor.for_command(json.dumps(cmd).encode())
+
+    # GetFlightInfo of the many-chunk table: the first call on this server discovers its chunks.
+    many = descriptor({"table": a.many})
+    first_info = timed(lambda: client.get_flight_info(many))
+    info = client.get_flight_info(many)
+    cached_info = median_ms([timed(lambda: client.get_flight_info(many)) for _ in range(a.repeat)])
+
+    schema, table = a.table.split(".", 1)
+    conn = adbc.connect(a.database_url)
+    cur = conn.cursor()
+    cur.execute(f'SELECT max("time") FROM "{schema}"."{table}"')
+    end = cur.fetchone()[0].replace(minute=0, second=0, microsecond=0)
+    start = end - timedelta(hours=1)
+    iso = lambda t: t.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    window = descriptor({"table": a.table, "start": iso(start), "end": iso(end)})
+    sql = f'SELECT * FROM "{schema}"."{table}" WHERE "time" >= $1 AND "time" < $2'
+
+    def via_flight() -> int:
+        got = client.get_flight_info(window)
+        return sum(client.do_get(e.ticket).read_all().num_rows for e in got.endpoints)
+
+    def via_adbc() -> int:
+        cur.execute(sql, (start, end))
+        return cur.fetch_arrow_table().num_rows
+
+    one_row = info.endpoints[len(info.endpoints) // 2].ticket
+    first_batch: List[float] = []
+
+    def small_chunk() -> None:
+        t0 = time.perf_counter()
+        reader = client.do_get(one_row)
+        reader.read_chunk()
+        first_batch.append(time.perf_counter() - t0)
+        reader.read_all()
+
+    times = {"flight": [], "adbc": []}
+    rows = {}
+    for _ in range(3):
+        via_flight(), via_adbc(), small_chunk()
+    first_batch.clear()
+    for _ in range(a.repeat):
+        for name, f in (("flight", via_flight), ("adbc", via_adbc)):
+            t0 = time.perf_counter()
+            rows[name] = f()
+            times[name].append(time.perf_counter() - t0)
+        small_chunk()
+    assert rows["flight"] == rows["adbc"], rows
+
+    clients = [flight.FlightClient(a.url) for _ in range(8)]
+
+    def read_endpoint(i: int) -> int:
+        return clients[i % 8].do_get(info.endpoints[i].ticket).read_all().num_rows
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(8) as pool:
+        many_rows = sum(pool.map(read_endpoint, range(len(info.endpoints))))
+    many_seconds = time.perf_counter() - t0
+    cur.execute(f"SELECT count(*) FROM {a.many}")
+    assert many_rows == cur.fetchone()[0], many_rows
+
+    f, d = median_ms(times["flight"]), median_ms(times["adbc"])
+    print(f"latency: medians of {a.repeat}, alternating, both sides warm")
+    print(f"| measure | hyperflight | ADBC / target |")
+    print(f"|---|---|---|")
+    print(f"| 1-hour window ({rows['flight']} rows): GetFlightInfo + DoGet vs ADBC warm | {f:.2f} ms | {d:.2f} ms: {f / d:.2f}x (target <= 1.2x) |")
+    print(f"| DoGet to first batch, one-row chunk | {median_ms(first_batch):.2f} ms | target <= 3 ms + the query |")
+    print(f"| {len(info.endpoints)} one-row endpoints at parallelism 8 | {many_seconds:.2f} s | target <= 10 s |")
+    print(f"| GetFlightInfo, {len(info.endpoints)} chunks: cached / first | {cached_info:.2f} / {first_info * 1000:.1f} ms | target <= 10 / <= 150 ms |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
