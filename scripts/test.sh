@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: Rust unit and integration tests (cargo nextest) and the Python client tests
 # (pytest), all against the project's own TimescaleDB cluster (scripts/cluster.sh). Installs what is
-# missing first: TimescaleDB when run as root, the Python venv always. Both suites run even if the
+# missing first: TimescaleDB when run as root, the Python venvs always (the project's and PyAirbyte's,
+# scripts/python-env.sh and scripts/pyairbyte-env.sh). Both suites run even if the
 # first fails; the exit code is non-zero if either did.
 set -euo pipefail
 
@@ -21,11 +22,14 @@ elif ! ls /usr/lib/postgresql/15/lib/timescaledb-*.so >/dev/null 2>&1; then
 fi
 log "cluster: $(bash scripts/cluster.sh start)"
 VENV=$(bash scripts/python-env.sh)
+# PyAirbyte (test_pyairbyte.py) cannot share that venv: a second one, created once and then reused.
+PYAIRBYTE_VENV=$(bash scripts/pyairbyte-env.sh)
 
 log "building"
 cargo build --workspace --bins
 TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
 export HYPERFLIGHT_BIN="$TARGET_DIR/debug/hyperflight"
+export HYPERFLIGHT_PYAIRBYTE_PYTHON="$PYAIRBYTE_VENV/bin/python"
 
 status=0
 log "Rust tests"

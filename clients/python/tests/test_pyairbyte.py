@@ -7,9 +7,10 @@ server emits (special values included), and a table whose name and columns need 
 
 PyAirbyte (the ``airbyte`` package) pins ``pydantic>=2``, ``duckdb==1.4.3`` and ``pyarrow<22``,
 while the test extra holds ``airbyte-protocol-models`` (``pydantic<2``, test_airbyte.py): the two
-cannot share one venv. So PyAirbyte runs in an interpreter of its own, ``$HYPERFLIGHT_PYAIRBYTE_PYTHON``
-(a venv with ``pip install airbyte``), driven by :data:`DRIVER`; its tests are skipped, saying so,
-when that variable is not set.
+cannot share one venv. So PyAirbyte runs in an interpreter of its own, driven by :data:`DRIVER`:
+``$HYPERFLIGHT_PYAIRBYTE_PYTHON`` (``scripts/test.sh`` sets it), else the python of the venv that
+``scripts/pyairbyte-env.sh`` creates or reuses (``clients/python/pyairbyte-requirements.txt``). These
+tests are never skipped: a venv that cannot be made fails them.
 """
 
 from __future__ import annotations
@@ -249,13 +250,25 @@ def test_connector_image_files_follow_airbyte_conventions() -> None:
 
 # --- PyAirbyte end to end ---
 
-PYAIRBYTE_PYTHON = os.environ.get("HYPERFLIGHT_PYAIRBYTE_PYTHON")
-needs_pyairbyte = pytest.mark.skipif(
-    not PYAIRBYTE_PYTHON,
-    reason="PyAirbyte pins pydantic>=2, duckdb==1.4.3 and pyarrow<22, which the test venv's "
-           "airbyte-protocol-models (pydantic<2) excludes: set HYPERFLIGHT_PYAIRBYTE_PYTHON to the "
-           "python of a venv with `pip install airbyte`",
-)
+PYAIRBYTE_VERSION = "0.71.3"
+
+
+@pytest.fixture(scope="module")
+def pyairbyte_python() -> str:
+    """The python of PyAirbyte's venv: ``$HYPERFLIGHT_PYAIRBYTE_PYTHON``, else
+    ``scripts/pyairbyte-env.sh``'s (created on first use, a few minutes; then reused)."""
+    python = os.environ.get("HYPERFLIGHT_PYAIRBYTE_PYTHON")
+    if not python:
+        done = subprocess.run(["bash", str(REPO / "scripts/pyairbyte-env.sh")], cwd=REPO,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True,
+                              check=False, timeout=3600)
+        if done.returncode != 0:
+            pytest.fail(f"scripts/pyairbyte-env.sh exited {done.returncode}", pytrace=False)
+        python = str(Path(done.stdout.strip()) / "bin/python")
+    version = subprocess.run([python, "-c", "from importlib.metadata import version; print(version('airbyte'))"],
+                             capture_output=True, text=True, check=False)
+    assert version.stdout.strip() == PYAIRBYTE_VERSION, (python, version.stdout, version.stderr)
+    return python
 
 # Runs in PyAirbyte's interpreter: argv[1] is a JSON job, the result (JSON) goes to argv[2].
 DRIVER = r"""
@@ -304,13 +317,13 @@ json.dump(result, open(sys.argv[2], "w"))
 """
 
 
-def pyairbyte(job: dict, tmp_path: Path) -> dict:
+def pyairbyte(python: str, job: dict, tmp_path: Path) -> dict:
     job_file, result_file = tmp_path / "job.json", tmp_path / "result.json"
     job_file.write_text(json.dumps(job))
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERFLIGHT_")}
-    done = subprocess.run([PYAIRBYTE_PYTHON, str(driver), str(job_file), str(result_file)],
+    done = subprocess.run([python, str(driver), str(job_file), str(result_file)],
                           capture_output=True, text=True, env=env, cwd=tmp_path, check=False,
                           timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
@@ -322,9 +335,8 @@ def decimal_text(v: Any) -> str | None:
     return None if v is None else f"{Decimal(str(v)):.9f}"
 
 
-@needs_pyairbyte
 def test_pyairbyte_reads_the_sample_tables_into_duckdb(
-    adapter: Path, database_url: str, tmp_path: Path, pg
+    adapter: Path, pyairbyte_python: str, database_url: str, tmp_path: Path, pg
 ) -> None:
     job = {
         "executable": str(adapter), "config": source_config(database_url, "public"),
@@ -342,7 +354,7 @@ def test_pyairbyte_reads_the_sample_tables_into_duckdb(
             "metrics_sums": "SELECT sum(temperature), sum(humidity) FROM main.metrics",
         },
     }
-    result = pyairbyte(job, tmp_path)
+    result = pyairbyte(pyairbyte_python, job, tmp_path)
     assert result["check"] == "SUCCEEDED"
     assert {"metrics", "devices"} <= set(result["streams"])
     rows, devices = (pg.execute(f"SELECT count(*) FROM public.{t}").fetchone()[0]
@@ -380,9 +392,8 @@ def test_pyairbyte_reads_the_sample_tables_into_duckdb(
         assert abs(Decimal(got) - 2 * want) < Decimal("1e-3"), (want, got)
 
 
-@needs_pyairbyte
 def test_pyairbyte_reads_nan_types_and_quoted_names(
-    adapter: Path, database_url: str, scratch: str, tmp_path: Path, pg
+    adapter: Path, pyairbyte_python: str, database_url: str, scratch: str, tmp_path: Path, pg
 ) -> None:
     streams = ["readings", "types", 'Odd "Name"']
     job = {
@@ -398,7 +409,7 @@ def test_pyairbyte_reads_nan_types_and_quoted_names(
             "tables": "SELECT table_name FROM information_schema.tables ORDER BY 1",
         },
     }
-    result = pyairbyte(job, tmp_path)
+    result = pyairbyte(pyairbyte_python, job, tmp_path)
     assert result["check"] == "SUCCEEDED"
     assert set(streams) <= set(result["streams"])
     counts = {t: pg.execute(f'SELECT count(*) FROM {scratch}."{t.replace(chr(34), 2 * chr(34))}"')
@@ -425,10 +436,12 @@ def test_pyairbyte_reads_nan_types_and_quoted_names(
     assert any("odd" in t[0].lower() for t in result["sql"]["tables"]), result["sql"]["tables"]
 
 
-@needs_pyairbyte
-def test_pyairbyte_shows_why_check_failed(adapter: Path, database_url: str, tmp_path: Path) -> None:
+def test_pyairbyte_shows_why_check_failed(
+    adapter: Path, pyairbyte_python: str, database_url: str, tmp_path: Path
+) -> None:
     config = source_config(database_url, "public") | {"database": "no_such_database"}
-    result = pyairbyte({"executable": str(adapter), "config": config, "check_only": True}, tmp_path)
+    result = pyairbyte(pyairbyte_python,
+                       {"executable": str(adapter), "config": config, "check_only": True}, tmp_path)
     assert result["check"].startswith("FAILED")
     assert 'database \\"no_such_database\\" does not exist' in result["check"] \
         or 'database "no_such_database" does not exist' in result["check"], result["check"]
@@ -455,9 +468,8 @@ INSERT INTO {s}.bc VALUES (1, '0001-01-01 00:00:00 BC');
 """
 
 
-@needs_pyairbyte
 def test_pyairbyte_duckdb_cache_number_limits(
-    adapter: Path, database_url: str, tmp_path: Path
+    adapter: Path, pyairbyte_python: str, database_url: str, tmp_path: Path
 ) -> None:
     schema = unique_name("airbyte_limits")
     with psycopg.connect(database_url, autocommit=True) as conn:
@@ -465,7 +477,8 @@ def test_pyairbyte_duckdb_cache_number_limits(
         try:
             config = source_config(database_url, schema)
             base = {"executable": str(adapter), "config": config, "reads": ["full_refresh"]}
-            fits = pyairbyte(base | {"cache": str(tmp_path / "a.duckdb"), "streams": ["fits"],
+            fits = pyairbyte(pyairbyte_python,
+                             base | {"cache": str(tmp_path / "a.duckdb"), "streams": ["fits"],
                                      "sql": {"fits": "SELECT id, n, f FROM main.fits ORDER BY id"}},
                              tmp_path)
             assert "error" not in fits["reads"][0], fits["reads"]
@@ -476,7 +489,8 @@ def test_pyairbyte_duckdb_cache_number_limits(
                 ["4", "99999999999999991433.150857216", "-1E-9"],
             ], fits["sql"]["fits"]
             for table in ("too_big", "float_too_big", "bc"):
-                r = pyairbyte(base | {"cache": str(tmp_path / f"{table}.duckdb"), "streams": [table]},
+                r = pyairbyte(pyairbyte_python,
+                              base | {"cache": str(tmp_path / f"{table}.duckdb"), "streams": [table]},
                               tmp_path)
                 assert "error" in r["reads"][0], (table, r["reads"])
         finally:
