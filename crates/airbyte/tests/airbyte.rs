@@ -1040,9 +1040,10 @@ fn wrong_password_and_other_bad_configs_fail_readably() {
 }
 
 /// Each config `check` cannot use: CONNECTION_STATUS FAILED with the reason, exit 0 (Airbyte's
-/// convention); `read` of the same config: one TRACE ERROR (config_error), non-zero exit.
+/// convention); `discover` and `read` of the same config: one TRACE ERROR (config_error) and nothing
+/// else, non-zero exit.
 #[test]
-fn invalid_configs_fail_check_with_their_reason_and_read_with_a_trace_error() {
+fn invalid_configs_fail_check_with_their_reason_and_discover_and_read_with_a_trace_error() {
     let dir = Scratch::new("invalid");
     let catalog = dir.write(
         "catalog.json",
@@ -1092,6 +1093,8 @@ fn invalid_configs_fail_check_with_their_reason_and_read_with_a_trace_error() {
         let message = status[0]["connectionStatus"]["message"].as_str().unwrap();
         assert!(message.contains(expect), "{case}: {message}");
 
+        // discover and read: a TRACE ERROR (config_error) with the reason, and a non-zero exit.
+        let discover = run(&["discover", "--config", path_str(&path)]);
         let read = run(&[
             "read",
             "--config",
@@ -1099,13 +1102,18 @@ fn invalid_configs_fail_check_with_their_reason_and_read_with_a_trace_error() {
             "--catalog",
             path_str(&catalog),
         ]);
-        assert_ne!(read.code, Some(0), "{case}");
-        assert!(read.of_type("CONNECTION_STATUS").next().is_none(), "{case}");
-        let errors = read.errors();
-        assert_eq!(errors.len(), 1, "{case}: {:?}", read.lines);
-        assert_eq!(errors[0]["trace"]["error"]["failure_type"], "config_error");
-        let message = errors[0]["trace"]["error"]["message"].as_str().unwrap();
-        assert!(message.contains(expect), "{case}: {message}");
+        for (command, r) in [("discover", &discover), ("read", &read)] {
+            assert_ne!(r.code, Some(0), "{case}: {command}");
+            assert!(r.of_type("CONNECTION_STATUS").next().is_none(), "{case}");
+            assert!(r.of_type("CATALOG").next().is_none(), "{case}");
+            assert!(r.records().is_empty(), "{case}: {command}");
+            let errors = r.errors();
+            assert_eq!(errors.len(), 1, "{case}: {command}: {:?}", r.lines);
+            assert_eq!(errors[0]["trace"]["error"]["failure_type"], "config_error");
+            let message = errors[0]["trace"]["error"]["message"].as_str().unwrap();
+            assert!(message.contains(expect), "{case}: {command}: {message}");
+            assert_eq!(r.lines.len(), 1, "{case}: {command}: only the TRACE ERROR");
+        }
     }
 }
 
