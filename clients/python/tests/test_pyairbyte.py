@@ -449,16 +449,21 @@ def test_pyairbyte_shows_why_check_failed(
 
 # What PyAirbyte's DuckDB cache itself cannot hold. It parses each RECORD's JSON numbers as Python
 # floats (float64) and stores `number` as DECIMAL(38,9), converting the float: a value keeps about
-# 16 significant digits (the rest is the conversion's noise) and at most 9 fraction digits; 1e28
-# still loads, the largest float64 below 1e29 already fails the stream's load, as do a float4 of
-# 3.4e38 and timestamps before year 1 (Airbyte's "... BC" form; BC dates load). The README's Airbyte section quotes these.
+# 16 significant digits (the rest is the conversion's noise) and at most 9 fraction digits. The exact
+# limit: a number loads when its float64 is below 1e29 in magnitude. The largest that loads is the
+# float64 9.999999999999997e28 (99999999999999973840964812800, either sign); the next float64 up,
+# the one nearest 1e29 (99999999999999991433150857216), fails the stream's load, as do a float4 of
+# 3.4e38 and timestamps before year 1 (Airbyte's "... BC" form; BC dates load). The README's
+# Airbyte section quotes these.
 LIMIT_SQL = """
 CREATE SCHEMA {s};
 CREATE TABLE {s}.fits (id int4 PRIMARY KEY, n numeric(38,9), f numeric(38,10));
 INSERT INTO {s}.fits VALUES (1, 1e28, 0.1234567891),
                             (2, 12345678901234567890.123456789, 1.0000000005),
                             (3, 9007199254740993, 0.5),
-                            (4, 1e20, -0.000000001);
+                            (4, 1e20, -0.000000001),
+                            (5, 99999999999999973840964812800, 0),
+                            (6, -99999999999999973840964812800, 0);
 CREATE TABLE {s}.too_big (id int4 PRIMARY KEY, n numeric(38,9));
 INSERT INTO {s}.too_big VALUES (1, 99999999999999991433150857216);
 CREATE TABLE {s}.float_too_big (id int4 PRIMARY KEY, x float4);
@@ -487,6 +492,8 @@ def test_pyairbyte_duckdb_cache_number_limits(
                 ["2", "12345678901234568227.576610816", "1.000000001"],
                 ["3", "9007199254740992.000000000", "0.500000000"],
                 ["4", "99999999999999991433.150857216", "-1E-9"],
+                ["5", "99999999999999978859343891977.453174784", "0E-9"],
+                ["6", "-99999999999999978859343891977.453174784", "0E-9"],
             ], fits["sql"]["fits"]
             for table in ("too_big", "float_too_big", "bc"):
                 r = pyairbyte(pyairbyte_python,
