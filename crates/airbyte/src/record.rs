@@ -40,8 +40,23 @@ struct Emitted {
     index: usize,
     /// `"name":`, with a leading comma for all but the first column.
     key: Vec<u8>,
+    /// `key` zero-padded to [`SHORT`] bytes, when it fits (see [`put_short`]).
+    short_key: Option<[u8; SHORT]>,
     /// `"name"` (for `meta.changes`).
     name: Vec<u8>,
+}
+
+/// The longest piece [`put_short`] copies.
+const SHORT: usize = 32;
+
+/// Appends `text[..len]`, where `text` is zero-padded to [`SHORT`] bytes: a copy of a constant
+/// size (inlined; a variable-length `extend_from_slice` is a `memcpy` call, the most frequent
+/// call of the hot loop), then the padding is cut off again.
+#[inline(always)]
+fn put_short(text: &[u8; SHORT], len: usize, out: &mut Vec<u8>) {
+    let end = out.len() + len;
+    out.extend_from_slice(text);
+    out.truncate(end);
 }
 
 impl RecordEncoder {
@@ -68,7 +83,17 @@ impl RecordEncoder {
                 }
                 key.extend_from_slice(&name);
                 key.push(b':');
-                Emitted { index, key, name }
+                let short_key = (key.len() <= SHORT).then(|| {
+                    let mut padded = [0; SHORT];
+                    padded[..key.len()].copy_from_slice(&key);
+                    padded
+                });
+                Emitted {
+                    index,
+                    key,
+                    short_key,
+                    name,
+                }
             })
             .collect();
         RecordEncoder {
@@ -105,7 +130,10 @@ impl RecordEncoder {
         for row in 0..rows {
             out.extend_from_slice(&head);
             for (i, (column, cell)) in self.columns.iter().zip(&cells).enumerate() {
-                out.extend_from_slice(&column.key);
+                match &column.short_key {
+                    Some(padded) => put_short(padded, column.key.len(), out),
+                    None => out.extend_from_slice(&column.key),
+                }
                 if !cell.write(row, out) {
                     nulled.push(i);
                 }
@@ -432,25 +460,34 @@ impl Cell for TimestampCell<'_> {
             out.extend_from_slice(b"null");
             return false;
         }
-        out.push(b'"');
         let days = v.div_euclid(MICROS_PER_DAY);
         let (cached_day, text) = self.day.get();
         if days == cached_day {
-            out.extend_from_slice(&text);
-            out.push(b'T');
-            write_clock(v.rem_euclid(MICROS_PER_DAY), out);
-            if self.zulu {
-                out.push(b'Z');
-            }
-        } else {
-            let start = out.len();
-            write_timestamp(v, self.zulu, out);
-            let date = &out[start..];
-            if date.len() > 10 && date[10] == b'T' && !date.ends_with(b" BC") {
-                let mut text = [0u8; 10];
-                text.copy_from_slice(&date[..10]);
-                self.day.set((days, text));
-            }
+            // `"YYYY-MM-DDTHH:MM:SS.ffffff[Z]"` built in place, appended in one fixed-size copy.
+            let mut value = [0u8; SHORT];
+            value[0] = b'"';
+            value[1..11].copy_from_slice(&text);
+            value[11] = b'T';
+            value[12..27].copy_from_slice(&clock(v.rem_euclid(MICROS_PER_DAY)));
+            let len = if self.zulu {
+                value[27] = b'Z';
+                value[28] = b'"';
+                29
+            } else {
+                value[27] = b'"';
+                28
+            };
+            put_short(&value, len, out);
+            return true;
+        }
+        out.push(b'"');
+        let start = out.len();
+        write_timestamp(v, self.zulu, out);
+        let date = &out[start..];
+        if date.len() > 10 && date[10] == b'T' && !date.ends_with(b" BC") {
+            let mut text = [0u8; 10];
+            text.copy_from_slice(&date[..10]);
+            self.day.set((days, text));
         }
         out.push(b'"');
         true
@@ -642,13 +679,32 @@ pub(crate) fn write_date(days: i64, out: &mut Vec<u8>) -> bool {
 
 /// `HH:MM:SS.ffffff` of `micros` since midnight (`24:00:00.000000` is a valid `time`).
 fn write_clock(micros: i64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&clock(micros));
+}
+
+/// "00" to "99".
+const PAIRS: [[u8; 2]; 100] = {
+    let mut t = [[0; 2]; 100];
+    let mut i = 0;
+    while i < 100 {
+        t[i] = [b'0' + (i / 10) as u8, b'0' + (i % 10) as u8];
+        i += 1;
+    }
+    t
+};
+
+/// `HH:MM:SS.ffffff` of `micros` (0 to 24 h) since midnight.
+#[inline(always)]
+fn clock(micros: i64) -> [u8; 15] {
     let secs = micros.div_euclid(1_000_000) as u32;
-    two(secs / 3_600, out);
-    out.push(b':');
-    two(secs / 60 % 60, out);
-    out.push(b':');
-    two(secs % 60, out);
-    write_fraction(micros.rem_euclid(1_000_000) as u32 * 1_000, 6, false, out);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let pair = |v: u32| PAIRS[(v % 100) as usize];
+    let [h, m, s] = [secs / 3_600, secs / 60 % 60, secs % 60].map(pair);
+    let [f1, f2, f3] = [frac / 10_000, frac / 100, frac].map(pair);
+    [
+        h[0], h[1], b':', m[0], m[1], b':', s[0], s[1], b'.', f1[0], f1[1], f2[0], f2[1], f3[0],
+        f3[1],
+    ]
 }
 
 /// `.` and the first `digits` digits of `nanos` (nine-digit fraction); nothing for 0 digits. With
@@ -863,6 +919,42 @@ mod tests {
             vec![
                 Value::from("23:59:59.999999"),
                 Value::from("24:00:00.000000")
+            ]
+        );
+    }
+
+    #[test]
+    fn timestamps_of_one_day_are_written_like_any_other() {
+        // The second and later rows of a day take the cached-day path.
+        let day = 1_790_812_800_000_000i64;
+        let micros = [0, 1, 999_999, 3_723_000_042, 86_399_999_999, 43_200_500_000];
+        for tz in [Some("UTC".into()), None] {
+            let zulu = tz.is_some();
+            let us: Vec<i64> = micros.iter().map(|m| day + m).collect();
+            let a = TimestampMicrosecondArray::from(us.clone());
+            let a = Arc::new(match &tz {
+                Some(tz) => a.with_timezone(Arc::clone(tz)),
+                None => a,
+            });
+            let got = values(f(DataType::Timestamp(TimeUnit::Microsecond, tz)), a);
+            let want: Vec<Value> = us
+                .iter()
+                .map(|&v| {
+                    let mut out = Vec::new();
+                    write_timestamp(v, zulu, &mut out);
+                    Value::from(String::from_utf8(out).unwrap())
+                })
+                .collect();
+            assert_eq!(got, want);
+        }
+        assert_eq!(
+            values(
+                f(DataType::Timestamp(TimeUnit::Microsecond, None)),
+                Arc::new(TimestampMicrosecondArray::from(vec![day + 1, day + 2]))
+            ),
+            vec![
+                Value::from("2026-10-01T00:00:00.000001"),
+                Value::from("2026-10-01T00:00:00.000002")
             ]
         );
     }
