@@ -168,3 +168,54 @@ def test_read_failure_is_a_valid_trace(adapter: Path, config_file: Path, tmp_pat
     assert len(errors) == 1
     assert errors[0].failure_type.value == "config_error"
     assert "no_such_database" in errors[0].message
+
+
+def test_flight_url_over_tls_with_a_token(adapter: Path, server_factory, tmp_path: Path, pg) -> None:
+    """``flight_url`` = ``grpc+tls://`` with ``flight_tls_root_certs`` (a private CA) and
+    ``flight_token``: check, discover and read of a TLS server that requires a token; without the CA
+    or the token, check FAILED saying why."""
+    from test_ops import make_ca_and_server_cert
+
+    token = "airbyte-tls-token"
+    ca, cert, key = make_ca_and_server_cert(tmp_path)
+    ca_pem = ca.read_bytes()
+    s = server_factory("--tls-cert", str(cert), "--tls-key", str(key), "--auth-token", token,
+                       token=token, tls_root_certs=ca_pem)
+    assert s.url.startswith("grpc+tls://")
+    good = {"flight_url": s.url, "flight_token": token, "flight_tls_root_certs": ca_pem.decode(),
+            "schemas": ["public"]}
+
+    def config(c: dict) -> str:
+        path = tmp_path / f"config-{len(list(tmp_path.glob('config-*')))}.json"
+        path.write_text(json.dumps(c))
+        return str(path)
+
+    good_file = config(good)
+    [status] = [m for m in run(adapter, "check", "--config", good_file)
+                if m.type == Type.CONNECTION_STATUS]
+    assert status.connectionStatus.status == Status.SUCCEEDED, status.connectionStatus.message
+    # (The refused token's message names no URL: the server answered, it is the token.)
+    for bad, why in (({k: v for k, v in good.items() if k != "flight_tls_root_certs"},
+                      [s.url, "certificate"]),
+                     ({k: v for k, v in good.items() if k != "flight_token"}, ["token"])):
+        [status] = [m for m in run(adapter, "check", "--config", config(bad))
+                    if m.type == Type.CONNECTION_STATUS]
+        assert status.connectionStatus.status == Status.FAILED
+        message = status.connectionStatus.message
+        assert all(w in message for w in why), message
+        assert token not in message
+
+    [catalog] = [m.catalog for m in run(adapter, "discover", "--config", good_file)
+                 if m.type == Type.CATALOG]
+    [devices] = [st for st in catalog.streams if (st.namespace, st.name) == ("public", "devices")]
+    configured = ConfiguredAirbyteCatalog(streams=[ConfiguredAirbyteStream(
+        stream=devices, sync_mode=SyncMode.full_refresh,
+        destination_sync_mode=DestinationSyncMode.overwrite)])
+    catalog_file = tmp_path / "catalog.json"
+    catalog_file.write_text(configured.json(exclude_none=True))
+    messages = run(adapter, "read", "--config", good_file, "--catalog", str(catalog_file))
+    got = sorted((m.record.data["device_id"], m.record.data["name"]) for m in messages
+                 if m.type == Type.RECORD)
+    want = pg.execute("SELECT device_id, name FROM public.devices ORDER BY 1, 2").fetchall()
+    assert got == [tuple(r) for r in want]
+    assert all(token not in m.json() for m in messages)
