@@ -4,8 +4,11 @@
 #     PostgreSQL driver, ConnectorX and psql's binary COPY;
 #  2. public.metrics_compressed, the same rows with every chunk compressed (segmentby device_id,
 #     orderby time DESC): hyperflight at parallelism 4 and 1 vs
-#     psql -c "\copy (SELECT * FROM public.metrics_compressed) TO '/dev/null' (FORMAT binary)".
-#  3. with --latency (alone, on a freshly started server): a 1-hour window of public.metrics against
+#     psql -c "\copy (SELECT * FROM public.metrics_compressed) TO '/dev/null' (FORMAT binary)";
+#  3. a 3-day window of public.metrics: hyperflight, the ADBC Flight SQL driver through hyperflight
+#     (SELECT * … WHERE time >= … AND time < …, one endpoint per chunk) and the ADBC PostgreSQL driver
+#     (with the first part);
+#  4. with --latency (alone, on a freshly started server): a 1-hour window of public.metrics against
 #     ADBC, the first batch of a one-row chunk, GetFlightInfo and a parallel read of
 #     public.tiny_chunks (10,000 one-hour chunks of one row each; clients/python/bench/bench_latency.py).
 # Every read is checked against SELECT count(*). The tables are loaded once and kept.
@@ -132,6 +135,10 @@ fi
 if [ "$PLAIN" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
     --repeat "$REPEAT" --psql "$PG_BIN/psql" --title "public.metrics (uncompressed chunks)"
+  "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
+    --repeat "$REPEAT" --psql "$PG_BIN/psql" --window 2026-10-03T00:00:00Z,2026-10-06T00:00:00Z \
+    --methods hyperflight,flightsql,adbc --parallelism 4 \
+    --title "public.metrics, windowed scan (3 of $DAYS days)"
 fi
 if [ "$COMPRESSED" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \

@@ -1,4 +1,5 @@
-"""Time reading one table into Arrow: hyperflight vs ADBC, ConnectorX and psql's binary COPY.
+"""Time reading one table into Arrow: hyperflight vs ADBC, ConnectorX and psql's binary COPY; with
+``--window``, a time window of it, also through Flight SQL (the ADBC Flight SQL driver → hyperflight).
 
 Run through scripts/bench.sh, which prepares the data and the server. Every method runs once as an
 untimed warm-up, then ``--repeat`` rounds, round-robin, the order reversed every other round, so cache
@@ -21,19 +22,20 @@ from typing import Callable, Dict, List, Tuple
 
 import hyperflight
 
-METHODS = ("hyperflight", "adbc", "connectorx", "psql")
+METHODS = ("hyperflight", "adbc", "flightsql", "connectorx", "psql")
 PSQL_NAME = "psql \\copy binary"
+FLIGHTSQL_NAME = "ADBC Flight SQL → hyperflight"
 
 
-def hyperflight_reader(url: str, table: str, parallelism: int) -> Callable[[], int]:
-    return lambda: hyperflight.read_table(url, table, parallelism=parallelism).num_rows
+def hyperflight_reader(url: str, table: str, parallelism: int, window: Tuple[str, str]) -> Callable[[], int]:
+    start, end = window
+    return lambda: hyperflight.read_table(url, table, parallelism=parallelism, start=start, end=end).num_rows
 
 
-def adbc_reader(database_url: str, sql: str) -> Callable[[], int]:
-    import adbc_driver_postgresql.dbapi as adbc
-
+def adbc_reader(connect: Callable, url: str, sql: str) -> Callable[[], int]:
+    """An ADBC driver's read of ``sql``: PostgreSQL's directly, or Flight SQL's through hyperflight."""
     def run() -> int:
-        with adbc.connect(database_url) as conn, conn.cursor() as cur:
+        with connect(url, autocommit=True) as conn, conn.cursor() as cur:
             cur.execute(sql)
             return cur.fetch_arrow_table().num_rows
 
@@ -62,9 +64,9 @@ def copy_reader(psql: str, database_url: str, sql: str) -> Callable[[], int]:
     return run
 
 
-def sql_count(psql: str, database_url: str, table: str) -> int:
+def sql_count(psql: str, database_url: str, table: str, where: str) -> int:
     out = subprocess.run([psql, "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", database_url, "-c",
-                          f"SELECT count(*) FROM {table}"],
+                          f"SELECT count(*) FROM {table}{where}"],
                          stdout=subprocess.PIPE, check=True, text=True).stdout
     return int(out.strip())
 
@@ -81,6 +83,7 @@ def main() -> int:
     ap.add_argument("--flight-url", required=True)
     ap.add_argument("--database-url", required=True, help="postgresql://… of the same database")
     ap.add_argument("--table", default="public.metrics")
+    ap.add_argument("--window", help="START,END: read rows with START <= time < END (RFC 3339)")
     ap.add_argument("--parallelism", default="2,4,8", help="hyperflight parallelisms to time")
     ap.add_argument("--methods", default=",".join(METHODS),
                     help=f"comma-separated subset of {','.join(METHODS)}")
@@ -91,20 +94,27 @@ def main() -> int:
     args = ap.parse_args()
 
     database_url = args.database_url.replace("postgres://", "postgresql://", 1)
-    sql = f"SELECT * FROM {args.table}"
+    window = tuple(args.window.split(",")) if args.window else (None, None)
+    where = f" WHERE time >= '{window[0]}' AND time < '{window[1]}'" if args.window else ""
+    sql = f"SELECT * FROM {args.table}{where}"
     parallelisms = [int(p) for p in args.parallelism.split(",")]
     wanted = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = sorted(set(wanted) - set(METHODS))
     if unknown or not wanted:
         ap.error(f"--methods: unknown {unknown}; choose from {','.join(METHODS)}")
-    rows = sql_count(args.psql, database_url, args.table)
+    rows = sql_count(args.psql, database_url, args.table, where)
 
     methods: Dict[str, Callable[[], int]] = {}
     if "hyperflight" in wanted:
         for p in parallelisms:
-            methods[f"hyperflight p={p}"] = hyperflight_reader(args.flight_url, args.table, p)
+            methods[f"hyperflight p={p}"] = hyperflight_reader(args.flight_url, args.table, p, window)
     if "adbc" in wanted:
-        methods["adbc-postgresql"] = adbc_reader(database_url, sql)
+        import adbc_driver_postgresql.dbapi
+        methods["adbc-postgresql"] = adbc_reader(adbc_driver_postgresql.dbapi.connect, database_url, sql)
+    if "flightsql" in wanted:
+        import adbc_driver_flightsql.dbapi
+        name = FLIGHTSQL_NAME + (", windowed scan" if args.window else "")
+        methods[name] = adbc_reader(adbc_driver_flightsql.dbapi.connect, args.flight_url, sql)
     if "connectorx" in wanted:
         methods["connectorx"] = connectorx_reader(database_url, sql)
     if "psql" in wanted:
@@ -132,17 +142,19 @@ def main() -> int:
     print()
     print(f"{args.title or args.table}: {rows:,} rows (= SELECT count(*) = every read), "
           f"best and median of {args.repeat}; load average before {load_before}, after {loadavg()}")
-    print(f"{'method':<20} {'best s':>8} {'median s':>9} {'rows/s best':>13} {'rows/s median':>14}"
+    width = max(20, *map(len, summary))
+    print(f"{'method':<{width}} {'best s':>8} {'median s':>9} {'rows/s best':>13} {'rows/s median':>14}"
           f"  all s")
     for name, (best, median) in summary.items():
-        print(f"{name:<20} {best:>8.3f} {median:>9.3f} {rows / best:>13,.0f} {rows / median:>14,.0f}"
+        print(f"{name:<{width}} {best:>8.3f} {median:>9.3f} {rows / best:>13,.0f} {rows / median:>14,.0f}"
               f"  {' '.join(f'{t:.3f}' for t in times[name])}")
     for ref_name, label in (("adbc-postgresql", "ADBC"), (PSQL_NAME, "psql \\copy")):
         if ref_name not in summary:
             continue
         ref_best, ref_median = summary[ref_name]
-        for p in parallelisms:
-            name = f"hyperflight p={p}"
+        compared = [f"hyperflight p={p}" for p in parallelisms]
+        compared += [n for n in summary if n.startswith(FLIGHTSQL_NAME)]
+        for name in compared:
             if name in summary:
                 best, median = summary[name]
                 print(f"{name} time / {label} time: {median / ref_median:.2f} (median), "

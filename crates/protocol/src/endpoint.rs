@@ -24,6 +24,8 @@ pub enum EndpointKind {
     ContinuousAggregate,
     /// A view or materialized view.
     View,
+    /// A Flight SQL statement that PostgreSQL runs whole (joins, aggregates, ORDER BY, LIMIT, …).
+    Query,
 }
 
 /// The JSON in an endpoint's `app_metadata`. Range bounds use the time dimension's form: RFC 3339

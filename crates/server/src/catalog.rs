@@ -78,6 +78,28 @@ impl TimeDimension {
         matches!(self.type_oid, 20 | 21 | 23)
     }
 
+    /// The column's SQL type, for the types TimescaleDB partitions on by time.
+    pub fn sql_type(&self) -> Option<&'static str> {
+        match self.type_oid {
+            20 => Some("int8"),
+            21 => Some("int2"),
+            23 => Some("int4"),
+            1082 => Some("date"),
+            1114 => Some("timestamp"),
+            1184 => Some("timestamptz"),
+            _ => None,
+        }
+    }
+
+    /// The smallest step between two values in internal units: `> v` is `>= v + step`.
+    pub fn step(&self) -> i64 {
+        if self.type_oid == 1082 {
+            86_400_000_000
+        } else {
+            1
+        }
+    }
+
     /// A range bound in TimescaleDB's internal units (µs since the Unix epoch for time types) as the
     /// wire shows it: RFC 3339 for time, a number for integers, absent when open-ended.
     pub fn bound(&self, value: i64) -> Option<Bound> {
@@ -223,6 +245,15 @@ pub struct Table {
 }
 
 impl Table {
+    /// The time dimension windows bound, for hypertables and continuous aggregates.
+    pub fn time_dimension(&self) -> Option<&TimeDimension> {
+        match &self.kind {
+            TableKind::Hypertable { dimension, .. }
+            | TableKind::ContinuousAggregate { dimension, .. } => Some(dimension),
+            _ => None,
+        }
+    }
+
     /// What clients learn about the table from its schema's metadata.
     pub fn facts(&self) -> TableFacts {
         let (kind, time_column) = match &self.kind {

@@ -60,7 +60,8 @@ pub fn session_connector(config: &Config) -> Connector {
             pg.connect_timeout(CONNECT_TIMEOUT);
         }
         // The text of types read via ::text (money, point, ranges, …) depends on these settings:
-        // pin them so the output does not change with the database's defaults.
+        // pin them so the output does not change with the database's defaults. Flight SQL
+        // parameters are inlined as literals that rely on standard_conforming_strings.
         let ours = format!(
             "-c default_transaction_read_only=on -c statement_timeout={} -c idle_in_transaction_session_timeout={} \
              -c DateStyle=ISO,MDY -c IntervalStyle=postgres -c TimeZone=UTC -c extra_float_digits=1 \

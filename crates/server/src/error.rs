@@ -17,6 +17,9 @@ pub enum Error {
     /// A descriptor, command or action the server cannot accept; the message names the problem.
     #[error("{0}")]
     InvalidRequest(String),
+    /// An RPC, action or command this server does not implement; the message names it.
+    #[error("{0}")]
+    Unimplemented(String),
     /// A table this server does not expose (absent, in a hidden schema, or not readable).
     #[error("table {0} not found")]
     UnknownTable(String),
@@ -137,6 +140,7 @@ impl From<Error> for Status {
             Error::Rewritten(_) | Error::SnapshotGone(_) => {
                 (Code::FailedPrecondition, e.to_string())
             }
+            Error::Unimplemented(_) => (Code::Unimplemented, e.to_string()),
             Error::Busy(_) => (Code::ResourceExhausted, e.to_string()),
             Error::ShuttingDown => (Code::Unavailable, e.to_string()),
             Error::Stalled(_) => (Code::Aborted, e.to_string()),
@@ -171,7 +175,7 @@ impl From<Error> for Status {
         };
         if matches!(
             code,
-            Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition
+            Code::InvalidArgument | Code::NotFound | Code::FailedPrecondition | Code::Unimplemented
         ) {
             tracing::info!(error = %e, "request refused");
         } else {

@@ -30,6 +30,8 @@
 //! - `metrics`: Prometheus names, the `/metrics` endpoint, the server-wide memory budget.
 //! - `service`: `impl FlightService`.
 //! - `snapshot`: exported snapshots held for `consistent_snapshot` reads.
+//! - `sql`: Flight SQL on the same port: metadata, statements parsed and planned into the same
+//!   endpoints (or one `query` endpoint), prepared statements.
 //! - [`server`]: `run(listener, config, shutdown)`: tonic, auth, TLS, limits, re-discovery.
 //!
 //! The type table and COPY decoder live in the `pgarrow` crate, the wire contract in `protocol`,
@@ -47,6 +49,7 @@ mod scan;
 pub mod server;
 mod service;
 mod snapshot;
+mod sql;
 mod stream;
 pub mod ticket;
 

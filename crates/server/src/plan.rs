@@ -14,8 +14,8 @@ use crate::catalog::{Chunk, Compressed, QualifiedName, Snapshot, Table, TableKin
 use crate::compressed::CompressedSource;
 use crate::error::Error;
 use crate::scan::{ScanSpec, TimeFilter};
-use crate::ticket::{BlockRange, TicketBody, TicketSigner, TimeBounds};
-use pgarrow::{plan_column, ColumnPlan};
+use crate::ticket::{BlockRange, QueryColumn, TicketBody, TicketSigner, TimeBounds};
+use pgarrow::{plan_column, ColumnPlan, PgType};
 
 /// What a client asked for: a table, optionally some columns and a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +30,8 @@ pub struct TableRequest {
     pub end: Option<Bound>,
     /// Every endpoint reads one exported snapshot.
     pub consistent_snapshot: bool,
+    /// A Flight SQL scan's column predicates, SQL ANDed to every endpoint's row filter.
+    pub predicate: Option<String>,
 }
 
 impl TableRequest {
@@ -43,6 +45,7 @@ impl TableRequest {
                     start: None,
                     end: None,
                     consistent_snapshot: false,
+                    predicate: None,
                 }),
                 _ => Err(Error::InvalidRequest(format!(
                     "a PATH descriptor is [schema, table]; got {} element(s)",
@@ -65,6 +68,7 @@ impl TableRequest {
             start: c.start,
             end: c.end,
             consistent_snapshot: c.consistent_snapshot,
+            predicate: None,
         })
     }
 }
@@ -192,6 +196,7 @@ impl Planner {
             columns: req.columns.clone().unwrap_or_default(),
             expires_at_ms,
             snapshot: db_snapshot.unwrap_or_default().to_string(),
+            predicate: req.predicate.clone().unwrap_or_default(),
             ..TicketBody::current()
         };
         match &table.kind {
@@ -398,6 +403,27 @@ impl Planner {
         });
     }
 
+    /// A Flight SQL statement that PostgreSQL runs whole: one `query` endpoint, without resume
+    /// tickets (a result row has no position to continue after).
+    pub fn query_plan(&self, sql: &str, columns: Vec<QueryColumn>, expires_at_ms: i64) -> Plan {
+        let mut plan = Plan {
+            schema: query_schema(&columns),
+            endpoints: Vec::new(),
+            total_records: 0,
+            total_bytes: 0,
+            relations: Vec::new(),
+        };
+        let body = TicketBody {
+            query: sql.to_string(),
+            query_columns: columns,
+            expires_at_ms,
+            ..TicketBody::current()
+        };
+        let metadata = EndpointMetadata::new(EndpointKind::Query, -1, -1);
+        self.push(&mut plan, &query_relation(), &body, metadata);
+        plan
+    }
+
     /// The scan a verified ticket asks for, checked against what discovery exposes now, and the
     /// schema its stream shows (the same as GetFlightInfo's).
     pub fn resolve(
@@ -405,6 +431,9 @@ impl Planner {
         snapshot: &Snapshot,
         body: &TicketBody,
     ) -> Result<(ScanSpec, SchemaRef), Error> {
+        if !body.query.is_empty() {
+            return Ok(self.resolve_query(body));
+        }
         let name = QualifiedName::new(&body.table_schema, &body.table_name);
         let table = self.table(snapshot, &name)?;
         let scanned = QualifiedName::new(&body.scan_schema, &body.scan_name);
@@ -418,7 +447,7 @@ impl Planner {
         let mut compressed = None;
         let mut through = None;
         let mut chunk_range = None;
-        let (only, with_tid, dimension) = match &table.kind {
+        let (only, mut with_tid, dimension) = match &table.kind {
             TableKind::Hypertable { dimension, chunks } => {
                 let chunk = chunks
                     .iter()
@@ -469,6 +498,13 @@ impl Planner {
                 return Err(not_part())
             }
         };
+        let predicate = (!body.predicate.is_empty()).then(|| body.predicate.clone());
+        if predicate.is_some() && compressed.take().is_some() {
+            // Column predicates cannot be applied to compressed batches as they are exploded: the
+            // chunk is read through TimescaleDB in one pass, without positions (README, Flight SQL).
+            tracing::info!(chunk = %scanned, "compressed chunk with column predicates read in one pass, without resume positions");
+            with_tid = false;
+        }
         let changed = |_| Error::Rewritten(format!("{} (its columns changed)", table.name));
         let columns = self.columns(table, wanted).map_err(changed)?;
         let schema = self.table_schema(table, wanted).map_err(changed)?;
@@ -515,9 +551,36 @@ impl Planner {
                 statement_timeout: self.statement_timeout,
                 stall_timeout: self.stall_timeout,
                 compressed,
+                predicate,
+                query: None,
             },
             schema,
         ))
+    }
+
+    /// The read of a `query` endpoint's ticket, with the columns it was planned with.
+    fn resolve_query(&self, body: &TicketBody) -> (ScanSpec, SchemaRef) {
+        let columns: Vec<ColumnPlan> = body.query_columns.iter().map(QueryColumn::plan).collect();
+        let schema = schema_of(&columns);
+        let spec = ScanSpec {
+            relation: query_relation(),
+            only: false,
+            through: None,
+            with_tid: false,
+            columns,
+            filter: None,
+            predicate: None,
+            query: Some(body.query.clone()),
+            blocks: None,
+            resume_after: None,
+            relfilenode: 0,
+            snapshot: None,
+            batch_rows: self.batch_rows,
+            statement_timeout: self.statement_timeout,
+            stall_timeout: self.stall_timeout,
+            compressed: None,
+        };
+        (spec, schema)
     }
 
     /// For a compressed chunk, what its scan needs; the ticket must have been issued for the same
@@ -609,6 +672,39 @@ fn within_chunk(
         },
         ..f
     }
+}
+
+/// What a `query` endpoint's read is called in logs and metrics.
+fn query_relation() -> QualifiedName {
+    QualifiedName::new("", "query")
+}
+
+impl QueryColumn {
+    /// A result column as PostgreSQL describes it.
+    pub fn new(name: &str, pg_type: &PgType) -> Self {
+        QueryColumn {
+            name: name.to_string(),
+            oid: pg_type.oid,
+            typmod: pg_type.typmod,
+            is_enum: pg_type.is_enum,
+            elem_oid: pg_type.elem_oid,
+        }
+    }
+
+    fn plan(&self) -> ColumnPlan {
+        let pg_type = PgType {
+            oid: self.oid,
+            typmod: self.typmod,
+            is_enum: self.is_enum,
+            elem_oid: self.elem_oid,
+        };
+        plan_column(&self.name, &pg_type)
+    }
+}
+
+/// The Arrow schema of a `query` endpoint's batches.
+pub fn query_schema(columns: &[QueryColumn]) -> SchemaRef {
+    schema_of(&columns.iter().map(QueryColumn::plan).collect::<Vec<_>>())
 }
 
 /// The Arrow schema of a list of column plans (the batches of DoGet).
@@ -796,6 +892,7 @@ mod tests {
             start: s,
             end: e,
             consistent_snapshot: false,
+            predicate: None,
         };
         let t = |s: &str| Some(Bound::Time(s.into()));
         assert_eq!(

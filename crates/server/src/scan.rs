@@ -56,6 +56,12 @@ pub struct ScanSpec {
     pub columns: Vec<ColumnPlan>,
     /// Row filter on the time dimension.
     pub filter: Option<TimeFilter>,
+    /// SQL ANDed to the row filter: a Flight SQL scan's column predicates, rendered by this server
+    /// from the parsed statement and carried in a signed ticket.
+    pub predicate: Option<String>,
+    /// A `query` endpoint: this statement (a Flight SQL SELECT, parameters inlined) is read whole
+    /// instead of `relation`, which then only names the read in logs.
+    pub query: Option<String>,
     /// Heap blocks `[start, end)` to read; `None` for all, an open end for all from `start`.
     pub blocks: Option<(u32, Option<u32>)>,
     /// Rows up to and including this position were already delivered.
@@ -101,6 +107,9 @@ impl ScanSpec {
     /// The COPY statement. Every identifier is quoted and every value is a number or a literal this
     /// server formatted from a number: COPY takes no bind parameters.
     pub fn copy_sql(&self) -> String {
+        if let Some(query) = &self.query {
+            return query_copy_sql(query, &self.columns);
+        }
         let mut select: Vec<String> = Vec::with_capacity(self.columns.len() + 1);
         if self.with_tid {
             select.push("ctid".into());
@@ -142,6 +151,9 @@ impl ScanSpec {
                 conditions.push(format!("{col} < {}", literal(&f.dimension, end)));
             }
         }
+        if let Some(p) = &self.predicate {
+            conditions.push(format!("({p})"));
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
@@ -162,17 +174,36 @@ impl ScanSpec {
     }
 }
 
+/// The COPY of a `query` endpoint. Its columns are renamed by position (result names may repeat) so
+/// that those without a binary decoder can be cast to text.
+fn query_copy_sql(query: &str, columns: &[ColumnPlan]) -> String {
+    let alias = |i: usize| format!("c{i}");
+    let select: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            if c.cast_to_text {
+                format!("{}::text", alias(i))
+            } else {
+                alias(i)
+            }
+        })
+        .collect();
+    let names: Vec<String> = (0..columns.len()).map(alias).collect();
+    format!(
+        "COPY (SELECT {} FROM ({query}) AS q({})) TO STDOUT (FORMAT binary)",
+        select.join(", "),
+        names.join(", ")
+    )
+}
+
 /// A SQL literal for an internal dimension value: the number for integer dimensions, otherwise a
 /// timestamp built from microseconds since the Unix epoch and cast to the column's type.
 fn literal(dim: &TimeDimension, value: i64) -> String {
     if dim.is_integer() {
         value.to_string()
     } else {
-        let ty = match dim.type_oid {
-            1082 => "date",
-            1114 => "timestamp",
-            _ => "timestamptz",
-        };
+        let ty = dim.sql_type().unwrap_or("timestamptz");
         format!("(timestamptz 'epoch' + {value} * interval '1 microsecond')::{ty}")
     }
 }
@@ -326,7 +357,14 @@ async fn copy_into(
     };
     // Any other outcome discards the connection, transaction and all (see the caller).
     if read_all {
-        client.batch_execute("COMMIT").await?;
+        // A statement's transaction is rolled back: it cannot leave settings (set_config) on a
+        // pooled session.
+        let end = if spec.query.is_some() {
+            "ROLLBACK"
+        } else {
+            "COMMIT"
+        };
+        client.batch_execute(end).await?;
     }
     Ok(read_all)
 }
@@ -335,6 +373,16 @@ async fn copy_into(
 /// was issued for, in one round trip: on a small chunk the round trips before COPY are most of the
 /// time to the first batch.
 async fn begin(client: &tokio_postgres::Client, spec: &ScanSpec) -> Result<(), Error> {
+    if spec.query.is_some() {
+        // PostgreSQL plans a statement as it likes: no storage to pin, no scan order to force.
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET LOCAL statement_timeout = {}",
+                spec.statement_timeout.as_millis()
+            ))
+            .await?;
+        return Ok(());
+    }
     // SET TRANSACTION SNAPSHOT must come before any query of the transaction.
     let attach = match &spec.snapshot {
         Some(id) => format!("SET TRANSACTION SNAPSHOT '{id}'; "),
@@ -570,6 +618,8 @@ mod tests {
             statement_timeout: Duration::from_secs(1),
             stall_timeout: Duration::from_secs(1),
             compressed: None,
+            predicate: None,
+            query: None,
         }
     }
 
@@ -601,6 +651,26 @@ mod tests {
             ..spec()
         };
         assert!(!open.copy_sql().contains("WHERE"));
+    }
+
+    #[test]
+    fn predicates_and_queries() {
+        let s = ScanSpec {
+            predicate: Some("\"ok\" = true".into()),
+            resume_after: None,
+            ..spec()
+        };
+        assert!(s
+            .copy_sql()
+            .contains("microsecond')::timestamptz AND (\"ok\" = true))"));
+        let q = ScanSpec {
+            query: Some("SELECT 1, 'a'".into()),
+            ..spec()
+        };
+        assert_eq!(
+            q.copy_sql(),
+            "COPY (SELECT c0, c1::text FROM (SELECT 1, 'a') AS q(c0, c1)) TO STDOUT (FORMAT binary)"
+        );
     }
 
     #[test]

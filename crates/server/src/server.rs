@@ -94,13 +94,16 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let snapshots = Arc::new(Snapshots::new(pool, config.snapshot_idle));
-    let service = Arc::new(Service::new(
-        catalog.clone(),
-        planner,
-        scanner,
-        snapshots.clone(),
-        config.auth_token.clone(),
-    ));
+    let service = Arc::new_cyclic(|this| {
+        Service::new(
+            this.clone(),
+            catalog.clone(),
+            planner,
+            scanner,
+            snapshots.clone(),
+            config.auth_token.clone(),
+        )
+    });
     let mut background = vec![
         tokio::spawn(rediscover(catalog, config.discovery_interval)),
         tokio::spawn(sweep_snapshots(snapshots.clone())),

@@ -3,7 +3,7 @@
 //! (`From<Error> for Status`).
 
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use arrow::ipc::writer::IpcWriteOptions;
@@ -22,9 +22,10 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{Catalog, TableKind};
 use crate::error::{DbError, Error};
 use crate::metrics::Metrics;
-use crate::plan::{Planner, TableRequest};
+use crate::plan::{Plan, Planner, TableRequest};
 use crate::scan::{Position, Scanner};
 use crate::snapshot::Snapshots;
+use crate::sql::FlightSql;
 use crate::stream::{count_error, flight_data};
 use crate::ticket::BatchPosition;
 
@@ -37,12 +38,16 @@ pub struct Service {
     metrics: Arc<Metrics>,
     max_scans: usize,
     auth_token: Option<String>,
+    /// Flight SQL, served on the same port.
+    sql: FlightSql,
 }
 
 impl Service {
     /// A service over `catalog`, reading through `scanner`. `auth_token` is what a successful
-    /// Handshake hands back (the interceptor has already checked the caller).
+    /// Handshake hands back (the interceptor has already checked the caller). `this` is the `Arc`
+    /// the service is being built into (`Arc::new_cyclic`), for its Flight SQL front.
     pub fn new(
+        this: Weak<Service>,
         catalog: Arc<Catalog>,
         planner: Planner,
         scanner: Scanner,
@@ -50,6 +55,7 @@ impl Service {
         auth_token: Option<String>,
     ) -> Self {
         Service {
+            sql: FlightSql::new(this, scanner.pool.clone()),
             catalog,
             planner,
             max_scans: scanner.slots.available_permits(),
@@ -66,16 +72,33 @@ impl Service {
     }
 
     /// After shutdown began, every call is refused, on new and existing connections alike.
-    fn open(&self) -> Result<(), Error> {
+    pub(crate) fn open(&self) -> Result<(), Error> {
         if self.scanner.slots.is_closed() {
             return Err(Error::ShuttingDown);
         }
         Ok(())
     }
 
+    pub(crate) fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub(crate) fn planner(&self) -> &Planner {
+        &self.planner
+    }
+
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
         self.open()?;
         let request = TableRequest::from_descriptor(&descriptor)?;
+        self.table_info(request, descriptor).await
+    }
+
+    /// Plans `request` (from a descriptor or a Flight SQL scan) into the FlightInfo of `descriptor`.
+    pub(crate) async fn table_info(
+        &self,
+        request: TableRequest,
+        descriptor: FlightDescriptor,
+    ) -> Result<FlightInfo, Error> {
         let expires_at_ms = self.planner.expiry(now_ms());
         let plan = if request.consistent_snapshot {
             let id = self.snapshots.export(expires_at_ms).await?;
@@ -100,6 +123,16 @@ impl Service {
             self.planner
                 .plan(&catalog, &request, expires_at_ms, None, watermark)?
         };
+        self.info(plan, descriptor, expires_at_ms)
+    }
+
+    /// The FlightInfo of a plan whose tickets expire at `expires_at_ms`.
+    pub(crate) fn info(
+        &self,
+        plan: Plan,
+        descriptor: FlightDescriptor,
+        expires_at_ms: i64,
+    ) -> Result<FlightInfo, Error> {
         let expiry = prost_types::Timestamp {
             seconds: expires_at_ms.div_euclid(1000),
             nanos: (expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
@@ -211,16 +244,8 @@ impl Service {
         )))
     }
 
-    async fn action(&self, action: &Action) -> Result<serde_json::Value, Error> {
+    async fn action(&self, name: ActionName) -> Result<serde_json::Value, Error> {
         self.open()?;
-        let Some(name) = ActionName::parse(&action.r#type) else {
-            let known: Vec<&str> = ActionName::ALL.iter().map(|a| a.as_str()).collect();
-            return Err(Error::InvalidRequest(format!(
-                "unknown action {:?}; known: {}",
-                protocol::status::clip(&action.r#type),
-                known.join(", ")
-            )));
-        };
         match name {
             ActionName::Refresh => {
                 let snapshot = self.catalog.refresh().await?;
@@ -252,6 +277,12 @@ impl Service {
             }
         }
     }
+}
+
+/// Every action name this server knows: its own, then Flight SQL's.
+pub fn known_actions() -> Vec<&'static str> {
+    let ours = ActionName::ALL.iter().map(|a| a.as_str());
+    ours.chain(crate::sql::ACTIONS).collect()
 }
 
 /// Now, in ms since the Unix epoch (the unit of ticket expiry).
@@ -311,6 +342,9 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
+        if crate::sql::is_command(request.get_ref()) {
+            return FlightService::get_flight_info(&self.sql, request).await;
+        }
         Ok(Response::new(self.flight_info(request.into_inner()).await?))
     }
 
@@ -326,6 +360,13 @@ impl FlightService for Service {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
         self.open()?;
+        if crate::sql::is_command(request.get_ref()) {
+            // A statement's schema is known once it is planned.
+            let info = FlightService::get_flight_info(&self.sql, request).await?;
+            return Ok(Response::new(SchemaResult {
+                schema: info.into_inner().schema,
+            }));
+        }
         let req = TableRequest::from_descriptor(request.get_ref())?;
         let snapshot = self.catalog.snapshot().await.map_err(Error::from)?;
         let table = self.planner.table(&snapshot, &req.table)?;
@@ -339,6 +380,9 @@ impl FlightService for Service {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
+        if crate::sql::is_ticket(request.get_ref()) {
+            return FlightService::do_get(&self.sql, request).await;
+        }
         self.start_stream(request.get_ref())
             .await
             .map(Response::new)
@@ -351,9 +395,12 @@ impl FlightService for Service {
 
     async fn do_put(
         &self,
-        _request: Request<Streaming<FlightData>>,
+        request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        Err(Status::unimplemented("hyperflight is read-only"))
+        // Only Flight SQL's parameter binding is a DoPut here. It is served by hand, not through
+        // FlightSqlService: a stream that was read to find its command cannot be handed on.
+        let result = self.sql.do_put(request.into_inner()).await?;
+        Ok(Response::new(once(result)))
     }
 
     async fn do_exchange(
@@ -367,7 +414,10 @@ impl FlightService for Service {
         &self,
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        let value = self.action(request.get_ref()).await?;
+        let Some(name) = ActionName::parse(&request.get_ref().r#type) else {
+            return FlightService::do_action(&self.sql, request).await;
+        };
+        let value = self.action(name).await?;
         Ok(Response::new(once(arrow_flight::Result::new(
             value.to_string(),
         ))))
@@ -375,14 +425,24 @@ impl FlightService for Service {
 
     async fn list_actions(
         &self,
-        _request: Request<Empty>,
+        request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let actions = ActionName::ALL.map(|a| {
+        let ours = ActionName::ALL.map(|a| {
             Ok(ActionType {
                 r#type: a.as_str().into(),
                 description: a.description().into(),
             })
         });
-        Ok(Response::new(Box::pin(stream::iter(actions))))
+        // Flight SQL's, less those it leaves unimplemented here (transactions, savepoints, …).
+        let sql = FlightService::list_actions(&self.sql, request)
+            .await?
+            .into_inner()
+            .filter(|a| {
+                let known = a
+                    .as_ref()
+                    .is_ok_and(|a| crate::sql::ACTIONS.contains(&a.r#type.as_str()));
+                futures::future::ready(known)
+            });
+        Ok(Response::new(Box::pin(stream::iter(ours).chain(sql))))
     }
 }

@@ -25,7 +25,7 @@ pub mod proto {
     include!(concat!(env!("OUT_DIR"), "/hyperflight.rs"));
 }
 
-pub use proto::{BatchPosition, BlockRange, TicketBody, Tid, TimeBounds};
+pub use proto::{BatchPosition, BlockRange, QueryColumn, TicketBody, Tid, TimeBounds};
 
 // A heap position as the decoder reports it and as a ticket carries it. Offsets fit u16 in both
 // directions because this server only signs offsets it read from a u16.
