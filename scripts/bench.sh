@@ -91,10 +91,13 @@ SET client_min_messages = warning;
 DROP TABLE IF EXISTS public.tiny_chunks;
 CREATE TABLE public.tiny_chunks ("time" timestamptz NOT NULL, v double precision);
 SELECT create_hypertable('public.tiny_chunks', by_range('time', interval '1 hour'));
-INSERT INTO public.tiny_chunks
-  SELECT timestamptz '2025-01-01' + g * interval '1 hour', g FROM generate_series(0, 9999) g;
-ANALYZE public.tiny_chunks;
 SQL
+  # 500 chunks per transaction: each new chunk holds locks until commit (max_locks_per_transaction).
+  for first in $(seq 0 500 9500); do
+    q -c "INSERT INTO public.tiny_chunks SELECT timestamptz '2025-01-01' + g * interval '1 hour', g
+          FROM generate_series($first, $first + 499) g" >/dev/null
+  done
+  q -c "ANALYZE public.tiny_chunks" >/dev/null
 fi
 
 VENV=$("$REPO/scripts/python-env.sh")
