@@ -196,12 +196,12 @@ build_timescaledb() {
 CLEAN_DIRS=()
 WORK=$(mktemp -d /tmp/hyperflight-compose-test.XXXXXX)
 BG_PIDS=()
+STACK_STARTED=0
 cleanup() {
-  local rc=$?
+  local rc=$? pid dir ids
   trap - EXIT INT TERM
-  local pid
   for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  if [ ${#COMPOSE[@]} -gt 0 ]; then
+  if [ "$STACK_STARTED" -eq 1 ]; then
     if [ "$rc" -ne 0 ]; then
       log "last log lines of the stack:"
       timeout 30 "${COMPOSE[@]}" logs --tail 30 >&2 2>/dev/null || true
@@ -209,14 +209,13 @@ cleanup() {
     log "removing the test project's containers, network and volume"
     timeout 120 "${COMPOSE[@]}" --profile loadtest down -v -t 5 >/dev/null 2>&1 || true
   fi
-  # Whatever compose did not remove (a run container, the connector's containers).
-  local ids
-  ids=$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT" --filter "label=org.hyperflight.compose-test" 2>/dev/null || true)
+  # Whatever compose did not remove: its run containers, the connector's containers.
+  ids="$(podman ps -aq --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null || true)"
   ids+=" $(podman ps -aq --filter "label=org.hyperflight.compose-test" 2>/dev/null || true)"
   [ -z "${ids// /}" ] || podman rm -f -t 5 $ids >/dev/null 2>&1 || true
   podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   podman network ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null | xargs -r podman network rm -f >/dev/null 2>&1 || true
-  for pid in "${CLEAN_DIRS[@]}"; do rm -rf "$pid"; done
+  for dir in "${CLEAN_DIRS[@]}"; do rm -rf "$dir"; done
   rm -rf "$WORK"
   log "$([ "$rc" -eq 0 ] && echo "passed" || echo "FAILED (exit $rc)") in $((SECONDS - START)) s"
   exit "$rc"
@@ -278,7 +277,8 @@ check_report() {
   grep -E '^(requests|rows|retries|errors)' "$1" | sed 's/^/    /' >&2
 }
 
-step "compose up --build (the image build: 10-15 min cold, seconds warm)"
+step "compose up --build (a cold image build compiles the whole workspace)"
+STACK_STARTED=1
 build_log compose-up "${COMPOSE[@]}" up -d --build
 wait_healthy timescaledb 600
 wait_healthy hyperflight 180
