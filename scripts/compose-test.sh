@@ -17,8 +17,8 @@
 #      small read the way Airbyte runs a connector: `podman run` with the config mounted read-only.
 # Every wait is bounded; the whole run is cut after $COMPOSE_TEST_TIMEOUT seconds (default 3600).
 # Containers, the network and the volume of the test project are removed on exit, even on failure.
-# Images stay (the cache of the next run); the cargo registry and target dir of the image builds
-# stay in buildah's cache mounts (/var/tmp/buildah-cache-0).
+# Tagged images stay (the cache of the next run), untagged ones are pruned; the cargo registry and
+# target dir of the image builds stay in buildah's cache mounts (/var/tmp/buildah-cache/).
 #
 # Usage: scripts/compose-test.sh     (exit 0: every check passed)
 set -euo pipefail
@@ -44,7 +44,6 @@ declare -A SCRIPT_SHA256=(
 DEBIAN_IMAGE=docker.io/library/debian:bookworm-slim
 RUST_IMAGE=docker.io/library/rust:1.95-slim-bookworm
 TSDB_IMAGE=docker.io/timescale/timescaledb:$TSDB_VERSION-pg15
-CONNECTOR_IMAGE=docker.io/hyperflight/source-hyperflight
 LABEL=org.hyperflight.standin-inputs
 START=$SECONDS
 
@@ -120,7 +119,7 @@ fetch() {
 build_debian() {
   local hash; hash=$(echo "debootstrap minbase bookworm v1" | sha256sum | cut -c1-16)
   if up_to_date "$DEBIAN_IMAGE" "$hash"; then log "$DEBIAN_IMAGE: up to date"; return; fi
-  log "$DEBIAN_IMAGE: debootstrap --variant=minbase bookworm (about 70 s)"
+  log "$DEBIAN_IMAGE: debootstrap --variant=minbase bookworm (1-2 min)"
   local root; root=$(mktemp -d /var/tmp/hyperflight-rootfs.XXXXXX)
   CLEAN_DIRS+=("$root")
   build_log debootstrap debootstrap --variant=minbase bookworm "$root" http://deb.debian.org/debian
@@ -182,7 +181,7 @@ build_timescaledb() {
   chmod 755 "$ctx"/*.sh
   local hash; hash=$(inputs_hash docker/standins/timescaledb.Dockerfile "$ctx"/*.sh <(echo "$TSDB_SHA256"))
   if up_to_date "$TSDB_IMAGE" "$hash"; then log "$TSDB_IMAGE: up to date"; rm -rf "$ctx"; return; fi
-  log "$TSDB_IMAGE: PostgreSQL 15 + TimescaleDB $TSDB_VERSION built from source (3-6 min)"
+  log "$TSDB_IMAGE: PostgreSQL 15 + TimescaleDB $TSDB_VERSION built from source (several minutes)"
   local tarball=$CACHE/timescaledb-$TSDB_VERSION.tar.gz
   [ -f "$tarball" ] || { fetch "$tarball.part" "$TSDB_SHA256" "$VENDOR/timescaledb-$TSDB_VERSION.tar.gz" "$TSDB_URL" && mv "$tarball.part" "$tarball"; }
   echo "$TSDB_SHA256  $tarball" | sha256sum -c --quiet - || die "sha256 mismatch: $tarball"
@@ -215,6 +214,9 @@ cleanup() {
   [ -z "${ids// /}" ] || podman rm -f -t 5 $ids >/dev/null 2>&1 || true
   podman volume ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null | xargs -r podman volume rm -f >/dev/null 2>&1 || true
   podman network ls -q --filter "label=io.podman.compose.project=$PROJECT" 2>/dev/null | xargs -r podman network rm -f >/dev/null 2>&1 || true
+  # Untagged images: stand-ins replaced by a rebuild, builder stages of earlier sources (a few
+  # hundred MB per source change). The next build's cargo step finds its work in the cache mount.
+  podman image prune -f >/dev/null 2>&1 || true
   for dir in "${CLEAN_DIRS[@]}"; do rm -rf "$dir"; done
   rm -rf "$WORK"
   log "$([ "$rc" -eq 0 ] && echo "passed" || echo "FAILED (exit $rc)") in $((SECONDS - START)) s"
