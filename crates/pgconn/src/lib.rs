@@ -128,33 +128,36 @@ impl Connector {
             .copied()
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT);
         pg.connect_timeout(timeout);
-        let (host, _) = self.host_port();
-        let addr = self.target.address();
-        let at = error::Attempt {
-            addr: &addr,
-            host: &host,
-            role: self.target.role(),
-            database: self.target.database(),
-            client_certificate: self.target.tls.client.is_some(),
-        };
         let connected = match &self.tunnel {
-            None => match pg.connect(self.tls.clone()).await {
-                Ok((client, connection)) => Ok((client, tokio::spawn(drive(connection)))),
-                Err(e) => Err(e),
-            },
+            None => pg
+                .connect(self.tls.clone())
+                .await
+                .map(|(client, connection)| {
+                    tokio::spawn(drive(connection));
+                    client
+                }),
             Some(tunnel) => {
                 let (stream, handshake) = self.through(tunnel, timeout).await?;
-                match tokio::time::timeout(timeout, pg.connect_raw(stream, handshake)).await {
-                    Err(_) => return Err(ConnectError::Timeout(addr.clone())),
-                    Ok(Ok((client, connection))) => Ok((client, tokio::spawn(drive(connection)))),
-                    Ok(Err(e)) => Err(e),
-                }
+                tokio::time::timeout(timeout, pg.connect_raw(stream, handshake))
+                    .await
+                    .map_err(|_| ConnectError::Timeout(self.target.address()))?
+                    .map(|(client, connection)| {
+                        tokio::spawn(drive(connection));
+                        client
+                    })
             }
         };
-        match connected {
-            Ok((client, _task)) => Ok(client),
-            Err(e) => Err(error::classify(&e, &at)),
-        }
+        connected.map_err(|e| {
+            let (host, _) = self.host_port();
+            let at = error::Attempt {
+                addr: &self.target.address(),
+                host: &host,
+                role: self.target.role(),
+                database: self.target.database(),
+                client_certificate: self.target.tls.client.is_some(),
+            };
+            error::classify(&e, &at)
+        })
     }
 
     /// Asks the server to cancel what `token`'s session runs, the way the session was reached.
