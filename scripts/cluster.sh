@@ -9,7 +9,7 @@
 #   psql    psql against the cluster, e.g. `scripts/cluster.sh psql -d hyperflight -c 'select 1'`
 #
 # Data lives in <repo>/.hyperflight/cluster (git-ignored), or $HYPERFLIGHT_CLUSTER_DIR.
-# Layout: data/ (PGDATA), port, server.log, lock, and the unix socket.
+# Layout: data/ (PGDATA), port, server.log, lock, the unix socket, and replica/ (the same for the standby).
 # Trust authentication is safe only because the server listens on loopback alone.
 set -euo pipefail
 
@@ -58,6 +58,7 @@ DATA=$CLUSTER_DIR/data
 PORT_FILE=$CLUSTER_DIR/port
 LOG_FILE=$CLUSTER_DIR/server.log
 LOCK_FILE=$CLUSTER_DIR/lock
+REPLICA_DIR=$CLUSTER_DIR/replica
 
 port() { cat "$PORT_FILE" 2>/dev/null; }
 url() { printf 'postgres://postgres@127.0.0.1:%s/postgres\n' "$(port)"; }
@@ -132,9 +133,10 @@ EOF
   [ "$IS_ROOT" -eq 1 ] && chown postgres: "$DATA/hyperflight.conf"
   # Loopback TCP and the local socket only, no password: a throwaway dev/test cluster. One role,
   # hyperflight_password_check, must give its password, so tests see real authentication failures.
+  # A standby (`replica`) streams over a replication connection, which `all` does not match.
   printf '%s\n' 'local all all trust' \
     'host all hyperflight_password_check 127.0.0.1/32 scram-sha-256' \
-    'host all all 127.0.0.1/32 trust' >"$DATA/pg_hba.conf"
+    'host all all 127.0.0.1/32 trust' 'host replication postgres 127.0.0.1/32 trust' >"$DATA/pg_hba.conf"
   [ "$IS_ROOT" -eq 1 ] && chown postgres: "$DATA/pg_hba.conf"
   return 0
 }
@@ -172,8 +174,55 @@ start() {
   url
 }
 
+# The hot standby: its own data/, port and log under replica/; the same settings as the primary but
+# its port, plus a short max_standby_streaming_delay so that a recovery conflict cancels a standby
+# query within a second (as a busy production standby would) instead of holding replay for 30 s.
+replica_running() {
+  [ -f "$REPLICA_DIR/data/postmaster.pid" ] \
+    && as_pg "$PG_BIN/pg_ctl" status -D "$REPLICA_DIR/data" >/dev/null 2>&1
+}
+
+replica() {
+  start >/dev/null
+  local rport
+  if ! replica_running; then
+    if [ ! -f "$REPLICA_DIR/data/standby.signal" ]; then
+      # A cluster started before the replication line existed: write pg_hba.conf again, reload.
+      write_conf && as_pg "$PG_BIN/pg_ctl" reload -D "$DATA" >/dev/null
+      log "pg_basebackup -R into $REPLICA_DIR/data"
+      rm -rf "$REPLICA_DIR/data"; mkdir -p "$REPLICA_DIR"
+      [ "$IS_ROOT" -eq 1 ] && chown postgres: "$REPLICA_DIR"
+      as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$(port)" -U postgres -D "$REPLICA_DIR/data" \
+        -R -X stream -c fast >&2 || die "pg_basebackup failed"
+    fi
+    rport=$(cat "$REPLICA_DIR/port" 2>/dev/null || true)
+    if [ -z "$rport" ] || port_busy "$rport"; then
+      rport=$(( $(port) + 1 ))
+      while port_busy "$rport"; do rport=$((rport + 1)); done
+      echo "$rport" >"$REPLICA_DIR/port"
+    fi
+    sed -e "s/^port = .*/port = $rport/" "$DATA/hyperflight.conf" >"$REPLICA_DIR/data/hyperflight.conf"
+    echo "max_standby_streaming_delay = 1s" >>"$REPLICA_DIR/data/hyperflight.conf"
+    touch "$REPLICA_DIR/server.log"
+    [ "$IS_ROOT" -eq 1 ] && chown postgres: "$REPLICA_DIR/data/hyperflight.conf" "$REPLICA_DIR/server.log"
+    log "starting the standby on 127.0.0.1:$rport (log: $REPLICA_DIR/server.log)"
+    as_pg "$PG_BIN/pg_ctl" start -D "$REPLICA_DIR/data" -l "$REPLICA_DIR/server.log" -w -t "$START_TIMEOUT" >&2 \
+      || { tail -n 40 "$REPLICA_DIR/server.log" >&2; die "standby failed to start"; }
+  fi
+  rport=$(cat "$REPLICA_DIR/port")
+  local deadline=$((SECONDS + START_TIMEOUT))
+  until "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$rport" -U postgres -d postgres; do
+    [ "$SECONDS" -lt "$deadline" ] || die "standby does not accept connections on port $rport"
+    sleep 0.2
+  done
+  printf 'postgres://postgres@127.0.0.1:%s/postgres\n' "$rport"
+}
+
 stop() {
   lock
+  if replica_running; then
+    as_pg "$PG_BIN/pg_ctl" stop -D "$REPLICA_DIR/data" -m fast -w -t "$START_TIMEOUT" >&2
+  fi
   if is_running; then
     as_pg "$PG_BIN/pg_ctl" stop -D "$DATA" -m fast -w -t "$START_TIMEOUT" >&2
   else
@@ -186,6 +235,7 @@ cmd=${1:-}
 case "$cmd" in
   start) start ;;
   stop) stop ;;
+  replica) replica ;;
   status)
     if is_running; then log "running: $(url) (dir: $CLUSTER_DIR)"; url
     else log "stopped (dir: $CLUSTER_DIR)"; exit 1; fi ;;
@@ -194,5 +244,5 @@ case "$cmd" in
     is_running || die "not running (scripts/cluster.sh start)"
     PGHOST=127.0.0.1 PGPORT=$(port) PGUSER=postgres PGDATABASE=${PGDATABASE:-postgres} \
       exec "$PG_BIN/psql" "$@" ;;
-  *) echo "usage: $0 start|stop|status|url|psql [psql args]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|status|url|replica|psql [psql args]" >&2; exit 2 ;;
 esac

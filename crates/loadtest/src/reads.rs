@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use arrow::array::{AsArray, RecordBatch};
 use arrow::datatypes::TimestampMicrosecondType;
-use arrow_flight::{FlightDescriptor, FlightInfo};
-use bytes::Bytes;
+use arrow_flight::{FlightDescriptor, FlightEndpoint, FlightInfo};
 use protocol::client::{read_endpoint, ClientConfig, Connection, ReadError, ReadEvent};
 use protocol::{ActionName, Bound, Command, EndpointMetadata, Retry};
 use tokio::time::Instant;
@@ -110,10 +109,26 @@ impl EndpointRead {
 }
 
 /// Reads one endpoint to its end or its final error.
-async fn read(shared: &Shared, conn: &Connection, ticket: Bytes) -> EndpointRead {
-    let mut client = conn.client();
+async fn read(shared: &Shared, conn: &Connection, endpoint: &FlightEndpoint) -> EndpointRead {
     let mut read = EndpointRead::default();
-    let outcome = read_endpoint(&mut client, ticket, &shared.policy, |event| {
+    let ticket = endpoint
+        .ticket
+        .clone()
+        .map(|t| t.ticket)
+        .unwrap_or_default();
+    let mut clients = match conn.endpoint_clients(endpoint) {
+        Ok(c) => c,
+        Err(e) => {
+            read.error = Some(ReadError {
+                code: "CONNECT",
+                grpc: None,
+                message: e.to_string(),
+                retry: Retry::Fatal,
+            });
+            return read;
+        }
+    };
+    let outcome = read_endpoint(&mut clients, ticket, &shared.policy, |event| {
         read.on_event(event, &shared.time_column, shared.phase())
     })
     .await;
@@ -167,7 +182,7 @@ pub(crate) async fn request(shared: &Shared, conn: &Connection, w: &Window) -> R
     let planned = result.match_endpoints(shared, w, &info);
     let reads = planned
         .into_iter()
-        .map(|(i, t)| async move { (i, read(shared, conn, t).await) });
+        .map(|(i, e)| async move { (i, read(shared, conn, &e).await) });
     result.endpoints = futures::future::join_all(reads).await;
     result.first_batch = result
         .endpoints
@@ -230,7 +245,7 @@ impl RequestResult {
         shared: &Shared,
         w: &Window,
         info: &FlightInfo,
-    ) -> Vec<(usize, Bytes)> {
+    ) -> Vec<(usize, FlightEndpoint)> {
         let mut planned = Vec::new();
         for e in &info.endpoint {
             let chunk = EndpointMetadata::from_json(&e.app_metadata)
@@ -238,8 +253,8 @@ impl RequestResult {
                 .and_then(|m| m.chunk)
                 .unwrap_or_default();
             match (shared.chunk_index.get(&chunk), &e.ticket) {
-                (Some(&i), Some(t)) if w.chunks.iter().any(|&(c, _)| c == i) => {
-                    planned.push((i, t.ticket.clone()))
+                (Some(&i), Some(_)) if w.chunks.iter().any(|&(c, _)| c == i) => {
+                    planned.push((i, e.clone()))
                 }
                 _ => self.unexpected.push(chunk),
             }
@@ -268,6 +283,8 @@ pub(crate) mod tests {
     use arrow::array::TimestampMicrosecondArray;
     use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 
+    use bytes::Bytes;
+
     use super::*;
     use crate::expect::tests::r;
 
@@ -294,6 +311,7 @@ pub(crate) mod tests {
             error: error("UNAVAILABLE"),
             resumed,
             attempt: 1,
+            location: 0,
         }
     }
 

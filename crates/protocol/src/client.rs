@@ -1,13 +1,16 @@
 //! The client side every Rust client shares: a connection (URL, TLS, bearer token, message limits)
-//! and a DoGet loop that survives a broken stream by resuming from the last batch's ticket.
+//! and a DoGet loop that survives a broken stream by resuming from the last batch's ticket, at the
+//! endpoint's next location when it lists several (a fleet of servers, see the README's Scale-out).
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
 use arrow_flight::decode::DecodedPayload;
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use arrow_flight::{Action, FlightClient, Ticket};
+use arrow_flight::{Action, FlightClient, FlightEndpoint, Ticket};
 use bytes::Bytes;
 use futures::StreamExt;
 use rand::Rng;
@@ -68,12 +71,19 @@ impl std::fmt::Debug for ClientConfig {
     }
 }
 
+/// Flight's location URI for "the server this FlightInfo came from" (arrow-flight 15+).
+pub const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
+
 /// A channel to a server (connected lazily, shared by clones) and the token its calls carry.
 #[derive(Clone)]
 pub struct Connection {
     channel: Channel,
     url: String,
     token: Option<tonic::metadata::MetadataValue<tonic::metadata::Ascii>>,
+    /// How this connection was made, for connections to the other locations endpoints list.
+    config: ClientConfig,
+    /// Those connections, by URL, shared by clones (one channel per server, not per endpoint).
+    peers: Arc<Mutex<HashMap<String, Connection>>>,
 }
 
 impl Connection {
@@ -84,7 +94,45 @@ impl Connection {
             channel: endpoint.connect_lazy(),
             url: config.url.clone(),
             token: token_header(config)?,
+            config: config.clone(),
+            peers: Arc::default(),
         })
+    }
+
+    /// One client per location `endpoint` lists, in its order, each with this connection's token
+    /// and TLS roots (this connection itself for its own URL and [`REUSE_CONNECTION`]); this
+    /// connection's client alone when it lists none. A location that is not a Flight URL is an
+    /// error, not skipped: skipping would hide a misconfigured fleet.
+    pub fn endpoint_clients(
+        &self,
+        endpoint: &FlightEndpoint,
+    ) -> Result<Vec<FlightClient>, ConnectError> {
+        let mut clients = Vec::with_capacity(endpoint.location.len().max(1));
+        for location in &endpoint.location {
+            let uri = location.uri.as_str();
+            if uri == REUSE_CONNECTION || uri == self.url {
+                clients.push(self.client());
+                continue;
+            }
+            let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+            let peer = match peers.get(uri) {
+                Some(p) => p.clone(),
+                None => {
+                    let config = ClientConfig {
+                        url: uri.to_string(),
+                        ..self.config.clone()
+                    };
+                    let p = Connection::lazy(&config)?;
+                    peers.insert(uri.to_string(), p.clone());
+                    p
+                }
+            };
+            clients.push(peer.client());
+        }
+        if clients.is_empty() {
+            clients.push(self.client());
+        }
+        Ok(clients)
     }
 
     /// A connection opened now: a refused or failed connection is reported here.
@@ -101,6 +149,8 @@ impl Connection {
             channel,
             url: config.url.clone(),
             token: token_header(config)?,
+            config: config.clone(),
+            peers: Arc::default(),
         })
     }
 
@@ -313,32 +363,50 @@ pub enum ReadEvent {
         resumed: bool,
         /// 1-based retry number.
         attempt: u32,
+        /// Index of the location (in the `clients` given to [`read_endpoint`]) the retry reads from.
+        location: usize,
     },
 }
 
 /// Reads one endpoint to its end, retrying transient failures from the last resume ticket, and
 /// hands every event to `on_event`. An error from `on_event` stops the read and is returned.
+/// `clients` are the endpoint's locations (see [`Connection::endpoint_clients`]): the read starts at
+/// the first, and each retry goes to the next one round the list, so a server that is down or
+/// behind (UNAVAILABLE) is left for the next, which continues after the last batch delivered.
 pub async fn read_endpoint<E: From<ReadError>>(
-    client: &mut FlightClient,
+    clients: &mut [FlightClient],
     ticket: Bytes,
     policy: &RetryPolicy,
     mut on_event: impl FnMut(ReadEvent) -> Result<(), E>,
 ) -> Result<(), E> {
+    if clients.is_empty() {
+        return Err(ReadError {
+            code: "NO_LOCATION",
+            grpc: None,
+            message: "the endpoint has no location to read from".into(),
+            retry: Retry::Fatal,
+        }
+        .into());
+    }
     let mut resume: Option<Bytes> = None;
     let mut attempt = 0;
+    let mut at = 0;
     loop {
         let t = resume.clone().unwrap_or_else(|| ticket.clone());
+        let client = &mut clients[at];
         match stream_once(client, t, policy.stall, &mut resume, &mut on_event).await {
             Ok(()) => return Ok(()),
             Err(Stop::Consumer(e)) => return Err(e),
             Err(Stop::Read(e)) if e.retry == Retry::Resume && attempt < policy.retries => {
                 attempt += 1;
+                at = (at + 1) % clients.len();
                 let resumed = resume.is_some();
-                tracing::debug!(code = e.code, message = %e.message, attempt, resumed, "retrying endpoint");
+                tracing::debug!(code = e.code, message = %e.message, attempt, resumed, location = at, "retrying endpoint");
                 on_event(ReadEvent::Retry {
                     error: e,
                     resumed,
                     attempt,
+                    location: at,
                 })?;
                 tokio::time::sleep(policy.delay(attempt)).await;
             }

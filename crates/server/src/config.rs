@@ -183,6 +183,17 @@ pub struct Settings {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key.
     pub tls_key: Option<PathBuf>,
+    /// This server's Flight URL as clients reach it, listed among each endpoint's locations when
+    /// the server has peers; empty: Flight's "the server you asked" URI.
+    pub advertise_url: String,
+    /// Flight URLs of the other servers of the fleet reading the same primary.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub peers: Vec<String>,
+    /// Flight URLs of the fleet's servers reading hot standbys of the primary.
+    #[serde(deserialize_with = "list_or_csv")]
+    pub replica_peers: Vec<String>,
+    /// How long a server on a standby waits for replay to reach a ticket's WAL position.
+    pub replay_wait_ms: u64,
 }
 
 impl Default for Settings {
@@ -228,6 +239,10 @@ impl Default for Settings {
             auth_token_file: None,
             tls_cert: None,
             tls_key: None,
+            advertise_url: String::new(),
+            peers: Vec::new(),
+            replica_peers: Vec::new(),
+            replay_wait_ms: 5_000,
         }
     }
 }
@@ -375,6 +390,18 @@ pub struct Overrides {
     /// PEM private key for TLS.
     #[arg(long)]
     pub tls_key: Option<PathBuf>,
+    /// This server's Flight URL as clients reach it (listed in endpoint locations with peers).
+    #[arg(long)]
+    pub advertise_url: Option<String>,
+    /// Comma-separated Flight URLs of the fleet's other servers on the same primary.
+    #[arg(long)]
+    pub peers: Option<String>,
+    /// Comma-separated Flight URLs of the fleet's servers on hot standbys.
+    #[arg(long)]
+    pub replica_peers: Option<String>,
+    /// Milliseconds a server on a standby waits for replay to reach a ticket's WAL position.
+    #[arg(long)]
+    pub replay_wait_ms: Option<u64>,
 }
 
 impl Settings {
@@ -507,6 +534,20 @@ impl Settings {
         if matches!(&auth_token, Some(t) if t.expose().is_empty()) {
             return Err(invalid("auth_token", "must not be empty when set"));
         }
+        let fleet = FleetSettings {
+            advertise_url: match self.advertise_url.trim() {
+                "" => None,
+                url => Some(flight_url("advertise_url", url)?),
+            },
+            peers: flight_urls("peers", &self.peers)?,
+            replica_peers: flight_urls("replica_peers", &self.replica_peers)?,
+            replay_wait: Duration::from_millis(in_range(
+                "replay_wait_ms",
+                self.replay_wait_ms,
+                0,
+                600_000,
+            )?),
+        };
         Ok(Config {
             database,
             listen,
@@ -578,6 +619,7 @@ impl Settings {
             )?),
             auth_token: auth_token.map(|t| t.expose().to_string()),
             tls,
+            fleet,
         })
     }
 }
@@ -727,6 +769,43 @@ fn globs(
         .map_err(|e| invalid(setting, e.to_string()))
 }
 
+/// A peer's Flight URL: `grpc://`, `grpc+tls://` or `grpc+tcp://` and a host:port.
+fn flight_url(setting: &'static str, url: &str) -> Result<String, ConfigError> {
+    let url = url.trim();
+    let rest = ["grpc://", "grpc+tls://", "grpc+tcp://"]
+        .iter()
+        .find_map(|p| url.strip_prefix(p))
+        .ok_or_else(|| {
+            invalid(
+                setting,
+                format!("{url:?} is not grpc://host:port or grpc+tls://host:port"),
+            )
+        })?;
+    match rest.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {
+            Ok(url.to_string())
+        }
+        _ => Err(invalid(setting, format!("{url:?} has no host:port"))),
+    }
+}
+
+fn flight_urls(setting: &'static str, urls: &[String]) -> Result<Vec<String>, ConfigError> {
+    urls.iter().map(|u| flight_url(setting, u)).collect()
+}
+
+/// Scale-out: where else this server's endpoints can be read (see `fleet.rs`).
+#[derive(Debug, Clone, Default)]
+pub struct FleetSettings {
+    /// This server's own location; `None` lists Flight's "the server you asked" URI.
+    pub advertise_url: Option<String>,
+    /// Servers on the same primary.
+    pub peers: Vec<String>,
+    /// Servers on hot standbys.
+    pub replica_peers: Vec<String>,
+    /// Bound on a standby server's wait for replay to reach a ticket's WAL position.
+    pub replay_wait: Duration,
+}
+
 /// Certificate and key files for TLS.
 #[derive(Debug, Clone)]
 pub struct TlsFiles {
@@ -779,6 +858,8 @@ pub struct Config {
     pub auth_token: Option<String>,
     /// TLS files, if TLS is on.
     pub tls: Option<TlsFiles>,
+    /// Peers and the standby replay wait.
+    pub fleet: FleetSettings,
 }
 
 impl std::fmt::Debug for Config {
@@ -811,6 +892,36 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fleet_settings_validate_their_urls() {
+        let c = Settings {
+            peers: vec!["grpc://b:50051".into()],
+            replica_peers: vec!["grpc+tls://c.example:443".into()],
+            advertise_url: "grpc://a:50051".into(),
+            ..Settings::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(c.fleet.peers, ["grpc://b:50051"]);
+        assert_eq!(c.fleet.advertise_url.as_deref(), Some("grpc://a:50051"));
+        assert_eq!(c.fleet.replay_wait, Duration::from_secs(5));
+        for (bad, setting) in [
+            (vec!["http://b:1".to_string()], "peers"),
+            (vec!["grpc://b".to_string()], "peers"),
+        ] {
+            let s = Settings {
+                peers: bad,
+                ..Settings::default()
+            };
+            assert_eq!(invalid_setting(s), setting);
+        }
+        let s = Settings {
+            replay_wait_ms: 600_001,
+            ..Settings::default()
+        };
+        assert_eq!(invalid_setting(s), "replay_wait_ms");
+    }
 
     #[test]
     fn defaults_validate() {

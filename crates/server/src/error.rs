@@ -30,7 +30,7 @@ pub enum Error {
     #[error("relation {0} was rewritten since the ticket was issued; re-plan this chunk with GetFlightInfo")]
     Rewritten(String),
     /// A consistent-snapshot ticket whose snapshot the server no longer holds.
-    #[error("snapshot {0} is no longer held (all endpoints were read, or it expired); call GetFlightInfo again")]
+    #[error("snapshot {0} is not held by this server (all endpoints were read, it expired, or another server of the fleet planned it: consistent_snapshot endpoints are read from the server that planned them); call GetFlightInfo again")]
     SnapshotGone(String),
     /// The client took no batch for this long: its scan gave up the slot; resume from the last
     /// ticket.
@@ -39,6 +39,17 @@ pub enum Error {
     /// The server is shutting down and starts no new scans.
     #[error("server is shutting down")]
     ShuttingDown,
+    /// This server's database is a hot standby that has not yet replayed the WAL a ticket's plan
+    /// was made at: its rows could be older than the plan.
+    #[error("this server's database is a standby that has replayed WAL to {replayed}, short of the plan's {needed} after waiting {waited:?}; read this endpoint from another location")]
+    ReplicaBehind {
+        /// The standby's replay position.
+        replayed: String,
+        /// The ticket's position.
+        needed: String,
+        /// How long the server waited (`replay_wait_ms`).
+        waited: std::time::Duration,
+    },
     /// A server-wide limit is reached; retry later.
     #[error("{0}")]
     Busy(String),
@@ -65,6 +76,10 @@ pub enum DbError {
     /// `statement_timeout` or a cancel ended the statement (57014).
     #[error("database statement timed out or was cancelled")]
     Cancelled,
+    /// A hot standby cancelled the read because replaying the primary's WAL needed what it held
+    /// (40001 "conflict with recovery", or 40P01 for a buffer-pin deadlock): the read is resumed.
+    #[error("cancelled by a recovery conflict on the standby: {0}")]
+    RecoveryConflict(String),
     /// The relation named in the statement does not exist (42P01).
     #[error("relation does not exist")]
     UndefinedTable,
@@ -86,6 +101,7 @@ impl DbError {
             DbError::Unavailable(_) => "database unavailable",
             DbError::Connect(_) => "cannot connect to the database",
             DbError::Cancelled => "statement timed out or was cancelled",
+            DbError::RecoveryConflict(_) => "cancelled by a recovery conflict on a standby",
             DbError::UndefinedTable => "relation does not exist",
             DbError::Resources(_) => "database out of resources",
             DbError::PermissionDenied => "permission denied",
@@ -101,6 +117,9 @@ impl From<tokio_postgres::Error> for DbError {
             Some(code) if code.starts_with("08") => DbError::Unavailable(detail),
             Some("57P01" | "57P02" | "57P03") => DbError::Unavailable(detail),
             Some("57014") => DbError::Cancelled,
+            // Reads run READ ONLY, where serialization failures cannot happen: on a standby these
+            // are recovery conflicts.
+            Some("40001" | "40P01") => DbError::RecoveryConflict(detail),
             Some("42P01") => DbError::UndefinedTable,
             Some("42501") => DbError::PermissionDenied,
             Some(code) if code.starts_with("53") => DbError::Resources(detail),
@@ -142,10 +161,16 @@ impl From<Error> for Status {
             }
             Error::Unimplemented(_) => (Code::Unimplemented, e.to_string()),
             Error::Busy(_) => (Code::ResourceExhausted, e.to_string()),
-            Error::ShuttingDown => (Code::Unavailable, e.to_string()),
+            Error::ShuttingDown | Error::ReplicaBehind { .. } => {
+                (Code::Unavailable, e.to_string())
+            }
             Error::Stalled(_) => (Code::Aborted, e.to_string()),
             Error::Database(db) => match db {
                 DbError::Unavailable(_) => (Code::Unavailable, "database unavailable".into()),
+                DbError::RecoveryConflict(_) => (
+                    Code::Unavailable,
+                    "the read was cancelled by a recovery conflict on the database standby; resume from the last batch's ticket (here or at another location)".into(),
+                ),
                 // Says what to fix; a wrong setting is not worth retrying, a database down is.
                 DbError::Connect(c) if c.is_transient() => (Code::Unavailable, db.to_string()),
                 DbError::Connect(_) => (Code::FailedPrecondition, db.to_string()),
@@ -199,6 +224,26 @@ mod tests {
         assert!(s.message().contains("expired"));
         let s: Status = Error::Rewritten("_timescaledb_internal._hyper_1_1_chunk".into()).into();
         assert_eq!(s.code(), Code::FailedPrecondition);
+    }
+
+    #[test]
+    fn standby_refusals_are_resumable() {
+        for e in [
+            Error::Database(DbError::RecoveryConflict("conflict with recovery".into())),
+            Error::ReplicaBehind {
+                replayed: "0/10".into(),
+                needed: "0/20".into(),
+                waited: std::time::Duration::from_millis(5),
+            },
+        ] {
+            let s: Status = e.into();
+            assert_eq!(s.code(), Code::Unavailable);
+            assert_eq!(protocol::classify(s.code()), protocol::Retry::Resume);
+            assert!(
+                !s.message().contains("conflict with recovery"),
+                "no database text"
+            );
+        }
     }
 
     #[test]

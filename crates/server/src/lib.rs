@@ -21,6 +21,8 @@
 //! - `error`: the service error, SQLSTATE classification, the one mapping to `tonic::Status`.
 //! - [`db`]: the connection pool (read-only sessions, timeouts, `application_name`) over a
 //!   `pgconn::Connector` (TLS, SSH tunnel, credentials, readable connection errors).
+//! - `fleet`: scale-out: peers as endpoint locations, the WAL position in tickets, the standby
+//!   replay wait.
 //! - `catalog`: discovery of tables, hypertables, dimensions and chunks; the cache.
 //! - [`ticket`]: versioned, HMAC-signed tickets; decoding never panics.
 //! - `plan`: descriptors → endpoints with tickets (chunk pruning); tickets → scans.
@@ -43,6 +45,7 @@ mod compressed;
 pub mod config;
 pub mod db;
 mod error;
+mod fleet;
 mod metrics;
 mod plan;
 mod scan;

@@ -95,6 +95,8 @@ pub struct Plan {
     pub total_bytes: i64,
     /// The relation each endpoint scans, in endpoint order.
     pub relations: Vec<QualifiedName>,
+    /// Every endpoint reads a snapshot exported by this server, so only this server can read them.
+    pub pinned: bool,
 }
 
 /// Turns requests into plans and tickets into scans.
@@ -172,8 +174,9 @@ impl Planner {
     }
 
     /// Plans `req` against `snapshot`: schema, endpoints and estimates. Tickets expire at
-    /// `expires_at_ms` and read the exported snapshot `db_snapshot`, if any. `watermark` is a
-    /// real-time continuous aggregate's materialization watermark, read for this plan.
+    /// `expires_at_ms`, read the exported snapshot `db_snapshot`, if any, and carry the WAL position
+    /// `wal_lsn` the plan was made at (see `fleet.rs`). `watermark` is a real-time continuous
+    /// aggregate's materialization watermark, read for this plan.
     pub fn plan(
         &self,
         snapshot: &Snapshot,
@@ -181,6 +184,7 @@ impl Planner {
         expires_at_ms: i64,
         db_snapshot: Option<&str>,
         watermark: Option<i64>,
+        wal_lsn: u64,
     ) -> Result<Plan, Error> {
         let table = self.table(snapshot, &req.table)?;
         let mut plan = Plan {
@@ -189,6 +193,7 @@ impl Planner {
             total_records: 0,
             total_bytes: 0,
             relations: Vec::new(),
+            pinned: db_snapshot.is_some(),
         };
         let body = TicketBody {
             table_schema: table.name.schema.clone(),
@@ -197,6 +202,7 @@ impl Planner {
             expires_at_ms,
             snapshot: db_snapshot.unwrap_or_default().to_string(),
             predicate: req.predicate.clone().unwrap_or_default(),
+            wal_lsn,
             ..TicketBody::current()
         };
         match &table.kind {
@@ -405,18 +411,26 @@ impl Planner {
 
     /// A Flight SQL statement that PostgreSQL runs whole: one `query` endpoint, without resume
     /// tickets (a result row has no position to continue after).
-    pub fn query_plan(&self, sql: &str, columns: Vec<QueryColumn>, expires_at_ms: i64) -> Plan {
+    pub fn query_plan(
+        &self,
+        sql: &str,
+        columns: Vec<QueryColumn>,
+        expires_at_ms: i64,
+        wal_lsn: u64,
+    ) -> Plan {
         let mut plan = Plan {
             schema: query_schema(&columns),
             endpoints: Vec::new(),
             total_records: 0,
             total_bytes: 0,
             relations: Vec::new(),
+            pinned: false,
         };
         let body = TicketBody {
             query: sql.to_string(),
             query_columns: columns,
             expires_at_ms,
+            wal_lsn,
             ..TicketBody::current()
         };
         let metadata = EndpointMetadata::new(EndpointKind::Query, -1, -1);

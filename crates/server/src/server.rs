@@ -102,6 +102,7 @@ pub async fn run(
             scanner,
             snapshots.clone(),
             config.auth_token.clone(),
+            crate::fleet::Fleet::new(&config.fleet),
         )
     });
     let mut background = vec![

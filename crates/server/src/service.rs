@@ -21,6 +21,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::catalog::{Catalog, TableKind};
 use crate::error::{DbError, Error};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, Planner, TableRequest};
 use crate::scan::{Position, Scanner};
@@ -40,6 +41,8 @@ pub struct Service {
     auth_token: Option<String>,
     /// Flight SQL, served on the same port.
     sql: FlightSql,
+    /// The peers listed as endpoint locations, and the standby replay check.
+    fleet: Fleet,
 }
 
 impl Service {
@@ -53,6 +56,7 @@ impl Service {
         scanner: Scanner,
         snapshots: Arc<Snapshots>,
         auth_token: Option<String>,
+        fleet: Fleet,
     ) -> Self {
         Service {
             sql: FlightSql::new(this, scanner.pool.clone()),
@@ -63,7 +67,13 @@ impl Service {
             scanner,
             snapshots,
             auth_token,
+            fleet,
         }
+    }
+
+    /// The WAL position a plan made now carries in its tickets (see `fleet.rs`).
+    pub(crate) async fn planning_lsn(&self) -> Result<u64, Error> {
+        self.fleet.planning_lsn(&self.scanner.pool).await
     }
 
     /// Stops new scans from starting (shutdown): waiting DoGets end with UNAVAILABLE.
@@ -100,14 +110,23 @@ impl Service {
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Error> {
         let expires_at_ms = self.planner.expiry(now_ms());
+        // Taken before discovery and the snapshot: a standby that has replayed this far has every
+        // row and chunk the plan can see.
+        let wal_lsn = self.planning_lsn().await?;
         let plan = if request.consistent_snapshot {
             let id = self.snapshots.export(expires_at_ms).await?;
             // Discover after exporting, so every chunk the snapshot can see is planned.
             let planned = async {
                 let catalog = self.catalog.refresh().await?;
                 let watermark = self.watermark(&catalog, &request, Some(&id)).await?;
-                self.planner
-                    .plan(&catalog, &request, expires_at_ms, Some(&id), watermark)
+                self.planner.plan(
+                    &catalog,
+                    &request,
+                    expires_at_ms,
+                    Some(&id),
+                    watermark,
+                    wal_lsn,
+                )
             }
             .await;
             // On failure, no relation is expected and the snapshot is released at once.
@@ -121,7 +140,7 @@ impl Service {
             let catalog = self.catalog.snapshot().await?;
             let watermark = self.watermark(&catalog, &request, None).await?;
             self.planner
-                .plan(&catalog, &request, expires_at_ms, None, watermark)?
+                .plan(&catalog, &request, expires_at_ms, None, watermark, wal_lsn)?
         };
         self.info(plan, descriptor, expires_at_ms)
     }
@@ -137,11 +156,16 @@ impl Service {
             seconds: expires_at_ms.div_euclid(1000),
             nanos: (expires_at_ms.rem_euclid(1000) * 1_000_000) as i32,
         };
-        let endpoints = plan.endpoints.into_iter().map(|e| {
-            FlightEndpoint::new()
+        let pinned = plan.pinned;
+        let endpoints = plan.endpoints.into_iter().enumerate().map(|(i, e)| {
+            let endpoint = FlightEndpoint::new()
                 .with_ticket(Ticket::new(e.ticket))
                 .with_expiration_time(expiry)
-                .with_app_metadata(e.metadata.to_json())
+                .with_app_metadata(e.metadata.to_json());
+            self.fleet
+                .locations(i, pinned)
+                .into_iter()
+                .fold(endpoint, |e, l| e.with_location(l.uri))
         });
         Ok(FlightInfo::new()
             .try_with_schema(&plan.schema)?
@@ -195,6 +219,11 @@ impl Service {
     async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
         self.open()?;
         let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
+        // On a standby, only once it has replayed what the plan saw (else UNAVAILABLE: the client
+        // reads this endpoint from another location).
+        self.fleet
+            .wait_replayed(&self.scanner.pool, body.wal_lsn)
+            .await?;
         let snapshot = self.catalog.snapshot().await?;
         let (spec, schema) = self.planner.resolve(&snapshot, &body)?;
         let on_complete = match &spec.snapshot {

@@ -68,6 +68,44 @@ pub fn database_url(name: &str) -> String {
     format!("{}/{name}", &base[..base.rfind('/').unwrap()])
 }
 
+/// URL of the `postgres` database on the cluster's streaming hot standby (`cluster.sh replica`:
+/// pg_basebackup -R on first use, TimescaleDB like the primary), starting both if needed.
+pub fn replica_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        script("cluster.sh", &["replica"])
+            .lines()
+            .last()
+            .expect("cluster.sh prints the standby's URL")
+            .to_string()
+    })
+}
+
+/// URL of database `name` on the standby (it has every database the primary has).
+pub fn replica_database_url(name: &str) -> String {
+    let base = replica_url();
+    format!("{}/{name}", &base[..base.rfind('/').unwrap()])
+}
+
+/// Waits until the standby has replayed everything the primary has written so far (panics after
+/// 60 s: replay of a test's writes takes milliseconds unless it is paused).
+pub async fn wait_replayed(primary: &tokio_postgres::Client, standby: &tokio_postgres::Client) {
+    let lsn: String = primary
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let sql = format!("SELECT pg_last_wal_replay_lsn() >= '{lsn}'::pg_lsn");
+    wait_until(Duration::from_secs(60), "the standby replays", || async {
+        standby
+            .query_one(&sql, &[])
+            .await
+            .unwrap()
+            .get::<_, bool>(0)
+    })
+    .await;
+}
+
 /// URL of the fixture database, loading it if missing.
 pub fn fixture_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
@@ -113,7 +151,11 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(config: Config) -> TestServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(TcpListener::bind("127.0.0.1:0").await.unwrap(), config)
+    }
+
+    /// A server on a listener bound beforehand: a fleet's servers name each other in their settings.
+    pub fn start_on(listener: TcpListener, config: Config) -> TestServer {
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {

@@ -108,7 +108,10 @@ impl FlightSql {
         let sql = query.to_string();
         let (_, columns) = self.describe(&sql).await?;
         let expires_at_ms = service.planner().expiry(now_ms());
-        let plan = service.planner().query_plan(&sql, columns, expires_at_ms);
+        let wal_lsn = service.planning_lsn().await?;
+        let plan = service
+            .planner()
+            .query_plan(&sql, columns, expires_at_ms, wal_lsn);
         service.info(plan, descriptor, expires_at_ms)
     }
 
