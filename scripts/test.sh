@@ -17,6 +17,11 @@ if [ "$(id -u)" -eq 0 ]; then
     log "installing openssh-server (for the SSH tunnel tests)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-server >/dev/null
   fi
+  # The Spark data source test (test_fleet.py) runs PySpark, which needs a JVM.
+  if ! command -v java >/dev/null; then
+    log "installing openjdk-17-jre-headless (for the Spark test)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openjdk-17-jre-headless >/dev/null
+  fi
 elif ! ls /usr/lib/postgresql/15/lib/timescaledb-*.so >/dev/null 2>&1; then
   log "TimescaleDB is not installed: run 'sudo scripts/install-timescaledb.sh' once"; exit 1
 fi

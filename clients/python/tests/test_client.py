@@ -176,7 +176,7 @@ def test_typed_errors_from_the_status_code(server_factory, server: str) -> None:
             client.info("public.metrics", columns=["no_such_column"])
         with pytest.raises(hyperflight.InvalidArgument):
             list(hyperflight.stream.endpoint_batches(
-                lambda e: client.flight, flight.FlightEndpoint(b"garbage", []), flight.FlightCallOptions(),
+                lambda e: [client.flight], flight.FlightEndpoint(b"garbage", []), flight.FlightCallOptions(),
                 hyperflight.RetryPolicy()))
     assert nf.value.code == "NOT_FOUND" and nf.value.retry is hyperflight.Retry.FATAL
     assert isinstance(nf.value, pa.ArrowKeyError)  # still what pyarrow raised, for older code

@@ -193,16 +193,21 @@ class Client:
     def _options(self, unary: bool = True) -> flight.FlightCallOptions:
         return _options(self._token, self._timeout if unary else None)
 
-    def _client_for(self, endpoint: flight.FlightEndpoint) -> flight.FlightClient:
-        uris = [loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
-                for loc in endpoint.locations]
-        uris = [u for u in uris if u != _REUSE_CONNECTION and u != self.url]
-        if not uris:
-            return self.flight
-        with self._lock:
-            if uris[0] not in self._others:
-                self._others[uris[0]] = flight.FlightClient(uris[0], tls_root_certs=self._tls_root_certs)
-            return self._others[uris[0]]
+    def clients_for(self, endpoint: flight.FlightEndpoint) -> List[flight.FlightClient]:
+        """A client per location the endpoint lists, in its order (this connection for its own URL
+        and for Flight's "reuse this connection" URI; one client per other server, kept open); this
+        connection alone when it lists none."""
+        clients = []
+        for loc in endpoint.locations:
+            uri = loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
+            if uri in (_REUSE_CONNECTION, self.url):
+                clients.append(self.flight)
+                continue
+            with self._lock:
+                if uri not in self._others:
+                    self._others[uri] = flight.FlightClient(uri, tls_root_certs=self._tls_root_certs)
+                clients.append(self._others[uri])
+        return clients or [self.flight]
 
     def _count_retry(self, _err: HyperflightError) -> None:
         with self._lock:
@@ -268,7 +273,7 @@ class Client:
         options = self._options(unary=False)
 
         def read(endpoint: flight.FlightEndpoint, on_reader: Callable) -> Iterator[pa.RecordBatch]:
-            return endpoint_batches(self._client_for, endpoint, options, self.retry, on_reader,
+            return endpoint_batches(self.clients_for, endpoint, options, self.retry, on_reader,
                                     self._count_retry)
 
         batches = ordered_batches(list(info.endpoints), read,

@@ -13,7 +13,8 @@ come out in endpoint order (= time range order for a hypertable), whatever the p
 :func:`endpoint_batches` reads one endpoint. Every batch's ``app_metadata`` is a resume ticket; when
 the stream fails with a transient code (:data:`Retry.RESUME`) or is cut, it calls DoGet again with
 the last batch's ticket, after a backoff, up to ``retries`` times in a row (the count starts over
-once a batch arrives). An endpoint without tickets (a view, the real-time part of a continuous
+once a batch arrives), at the endpoint's next location when it lists several (a fleet of servers:
+one that is down or whose standby is behind answers UNAVAILABLE, and the next one continues). An endpoint without tickets (a view, the real-time part of a continuous
 aggregate) is read again from its start only if none of its batches were handed out yet; otherwise
 the error is raised, as re-reading would repeat rows.
 """
@@ -50,7 +51,7 @@ class _Cancelled(Exception):
 
 
 def endpoint_batches(
-    client_for: Callable[[flight.FlightEndpoint], flight.FlightClient],
+    clients_for: Callable[[flight.FlightEndpoint], Sequence[flight.FlightClient]],
     endpoint: flight.FlightEndpoint,
     options: flight.FlightCallOptions,
     policy: RetryPolicy,
@@ -59,15 +60,18 @@ def endpoint_batches(
 ) -> Iterator[pa.RecordBatch]:
     """The record batches of one endpoint, resumed from the last ticket after transient failures.
     Raises a typed :class:`HyperflightError` for what cannot be retried or after ``policy.retries``
-    failed attempts in a row. ``on_reader`` is told of each open stream, so it can be cancelled;
-    ``on_retry`` of each failure that is retried."""
+    failed attempts in a row. ``clients_for`` gives a client per location of the endpoint: the read
+    starts at the first and each retry goes to the next, round the list. ``on_reader`` is told of
+    each open stream, so it can be cancelled; ``on_retry`` of each failure that is retried."""
+    clients = clients_for(endpoint)
+    at = 0  # the location read from
     ticket = endpoint.ticket
     handed_out = False  # batches of this endpoint already yielded
     resumable = True  # the last batch carried a ticket (or none was yielded yet)
     failures = 0
     while True:
         try:
-            reader = client_for(endpoint).do_get(ticket, options)
+            reader = clients[at].do_get(ticket, options)
             on_reader(reader)
             while True:
                 try:
@@ -93,6 +97,7 @@ def endpoint_batches(
             on_retry(err)
             time.sleep(policy.delay(failures))
             failures += 1
+            at = (at + 1) % len(clients)
         finally:
             on_reader(None)
 
