@@ -118,7 +118,11 @@ async fn endpoints_spread_over_a_primary_and_a_standby_server_and_read_exactly()
     }
     let spread = first_locations(&info);
     eprintln!("endpoint distribution (first location): {spread:?}");
-    assert_eq!(spread.values().copied().collect::<Vec<_>>(), [4, 3]);
+    assert_eq!(
+        (spread[&a], spread[&b]),
+        (4, 3),
+        "7 endpoints over 2 servers"
+    );
 
     // Each endpoint read from its first location: the standby's server reads the primary's tickets.
     let (batches, retries) = read_info(&connection(&a), &info).await;
@@ -148,6 +152,32 @@ async fn endpoints_spread_over_a_primary_and_a_standby_server_and_read_exactly()
         );
     }
     assert_same_rows(&metrics_rows(&rows), &sql);
+
+    // A consistent snapshot lives in the planning server's session: its endpoints list no other
+    // location, and another server of the fleet refuses its tickets, saying why.
+    let consistent = arrow_flight::FlightDescriptor::new_cmd(
+        r#"{"table": "public.metrics", "consistent_snapshot": true}"#,
+    );
+    let pinned = connection(&a)
+        .client()
+        .get_flight_info(consistent)
+        .await
+        .unwrap();
+    assert!(pinned.endpoint.iter().all(|e| e.location.is_empty()));
+    let refused = read_ticket(
+        &mut connection(&b).client(),
+        pinned.endpoint[0].ticket.clone().unwrap(),
+    )
+    .await
+    .err()
+    .unwrap();
+    let refused = status(refused);
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        refused.message().contains("not held by this server"),
+        "{}",
+        refused.message()
+    );
 
     // A server with another secret refuses the fleet's tickets.
     let mut stranger = config(fixture_url());
