@@ -416,3 +416,99 @@ async fn a_server_killed_mid_read_is_left_for_the_next_location() {
     assert_eq!(ids.iter().map(|&i| i as i64).sum::<i64>(), sum);
     drop_schema(&db, &schema).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovery_conflict_on_the_standby_is_resumed_elsewhere_exactly() {
+    let primary = pg(fixture_url()).await;
+    let standby = pg(&replica_database_url(FIXTURE_DB)).await;
+    let schema = padded_table(&primary, "fleet_conflict", 300_000, 120).await;
+    primary
+        .batch_execute(&format!(
+            "CREATE TABLE {schema}.u AS SELECT g AS id FROM generate_series(1, 1000) g"
+        ))
+        .await
+        .unwrap();
+    wait_replayed(&primary, &standby).await;
+    let ((la, a), (lb, b)) = (listener().await, listener().await);
+    let mut on_standby = member(&replica_database_url(FIXTURE_DB), &b, &[&a], &[]);
+    on_standby.batch_rows = 1_000;
+    let _sa = TestServer::start_on(la, member(fixture_url(), &a, &[], &[&b]));
+    let _sb = TestServer::start_on(lb, on_standby);
+
+    // Planned on the standby's server: endpoint 0 starts there.
+    let via = connection(&b);
+    let info = via
+        .client()
+        .get_flight_info(path(&schema, "big"))
+        .await
+        .unwrap();
+    let endpoint = &info.endpoint[0];
+    assert_eq!(endpoint.location[0].uri, b);
+    let mut clients = via.endpoint_clients(endpoint).unwrap();
+    let (mut ids, mut pending, mut retries) = (Vec::<i32>::new(), Vec::<i32>::new(), Vec::new());
+    let mut vacuumed = false;
+    read_endpoint(
+        &mut clients,
+        endpoint.ticket.clone().unwrap().ticket,
+        &policy(),
+        |event| {
+            match event {
+                ReadEvent::Batch { batch, resume, .. } => {
+                    pending.extend(batch.column(0).as_primitive::<Int32Type>().values());
+                    if resume.is_some() {
+                        ids.append(&mut pending);
+                    }
+                    if !vacuumed {
+                        // Rows the standby's read may still see are deleted and vacuumed away on
+                        // the primary: replaying that cleanup conflicts with the read, which the
+                        // standby cancels after max_standby_streaming_delay (1 s).
+                        vacuumed = true;
+                        let (delete, vacuum) = (
+                            format!("DELETE FROM {schema}.u"),
+                            format!("VACUUM {schema}.u"),
+                        );
+                        let done = psql(fixture_url())
+                            .args(["-c", &delete, "-c", &vacuum])
+                            .status()
+                            .unwrap();
+                        assert!(done.success());
+                    }
+                    // A slow reader: the standby's query is still running when replay needs it.
+                    if retries.is_empty() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+                ReadEvent::Retry {
+                    error,
+                    resumed,
+                    location,
+                    ..
+                } => {
+                    assert!(resumed, "the retry continues from the resume ticket");
+                    pending.clear();
+                    retries.push((error.code, error.message, location));
+                }
+            }
+            Ok::<(), ReadError>(())
+        },
+    )
+    .await
+    .unwrap();
+    ids.append(&mut pending);
+    assert!(
+        retries
+            .iter()
+            .any(|(code, message, location)| *code == "UNAVAILABLE"
+                && message.contains("recovery conflict")
+                && *location == 1),
+        "the standby cancelled the read for a recovery conflict and the primary's server went on: {retries:?}"
+    );
+    let distinct: HashSet<i32> = ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ids.len(), "no row repeated");
+    assert_eq!(ids.len(), 300_000, "no row lost");
+    assert_eq!(
+        ids.iter().map(|&i| i as i64).sum::<i64>(),
+        300_000 * 300_001 / 2
+    );
+    drop_schema(&primary, &schema).await;
+}
