@@ -13,6 +13,8 @@
 - ``export``: streaming Parquet / CSV / Arrow IPC export with a progress bar.
 - ``protocol``: the wire contract (CMD descriptor, endpoint metadata), mirrored from ``crates/protocol``.
 - ``cli``: the ``hyperflight`` command.
+- ``parts``, ``dask``, ``spark``: distributed readers (one partition per endpoint, read on the workers
+  from the endpoint's locations); ``dask`` and ``spark`` need their extras and are not imported here.
 """
 
 try:
