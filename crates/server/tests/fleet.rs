@@ -1,7 +1,8 @@
 //! Scale-out: servers sharing a ticket secret over a primary and its streaming hot standby
 //! (`cluster.sh replica`). Endpoints list every server, rotated so a table's endpoints spread over
 //! them; a standby that has not replayed the plan's WAL answers UNAVAILABLE and the client moves on;
-//! a server killed mid-read is left for the next location through the resume ticket.
+//! a server killed mid-read is left for the next location through the resume ticket. The tests
+//! share the standby and one pauses its replay: they run one at a time (`.config/nextest.toml`).
 
 use std::collections::{BTreeMap, HashSet};
 use std::process::{Command, Stdio};
@@ -19,7 +20,8 @@ use tokio::net::TcpListener;
 
 const SECRET: &[u8] = b"a ticket secret the fleet shares";
 
-/// A server of the fleet: `database` its database, `this` its own URL, the others as peers.
+/// A server of the fleet: `database` its database, `this` its own URL, the others as peers. On a
+/// standby it waits 5 s for replay (other tests write to the primary meanwhile).
 fn member(database: &str, this: &str, peers: &[&str], replica_peers: &[&str]) -> Config {
     let mut c = config(database);
     c.ticket_secret = SECRET.to_vec();
@@ -27,7 +29,7 @@ fn member(database: &str, this: &str, peers: &[&str], replica_peers: &[&str]) ->
         advertise_url: Some(this.to_string()),
         peers: peers.iter().map(|s| s.to_string()).collect(),
         replica_peers: replica_peers.iter().map(|s| s.to_string()).collect(),
-        replay_wait: Duration::from_millis(300),
+        replay_wait: Duration::from_secs(5),
     };
     c
 }
@@ -248,10 +250,9 @@ async fn a_standby_with_replay_paused_never_serves_rows_older_than_the_plan() {
 
     let ((la, a), (lb, b)) = (listener().await, listener().await);
     let _sa = TestServer::start_on(la, member(fixture_url(), &a, &[], &[&b]));
-    let _sb = TestServer::start_on(
-        lb,
-        member(&replica_database_url(FIXTURE_DB), &b, &[&a], &[]),
-    );
+    let mut behind = member(&replica_database_url(FIXTURE_DB), &b, &[&a], &[]);
+    behind.fleet.replay_wait = Duration::from_millis(300);
+    let _sb = TestServer::start_on(lb, behind);
     let descriptor = path(&schema, "m");
     let info = connection(&a)
         .client()
@@ -422,12 +423,6 @@ async fn a_recovery_conflict_on_the_standby_is_resumed_elsewhere_exactly() {
     let primary = pg(fixture_url()).await;
     let standby = pg(&replica_database_url(FIXTURE_DB)).await;
     let schema = padded_table(&primary, "fleet_conflict", 300_000, 120).await;
-    primary
-        .batch_execute(&format!(
-            "CREATE TABLE {schema}.u AS SELECT g AS id FROM generate_series(1, 1000) g"
-        ))
-        .await
-        .unwrap();
     wait_replayed(&primary, &standby).await;
     let ((la, a), (lb, b)) = (listener().await, listener().await);
     let mut on_standby = member(&replica_database_url(FIXTURE_DB), &b, &[&a], &[]);
@@ -446,7 +441,7 @@ async fn a_recovery_conflict_on_the_standby_is_resumed_elsewhere_exactly() {
     assert_eq!(endpoint.location[0].uri, b);
     let mut clients = via.endpoint_clients(endpoint).unwrap();
     let (mut ids, mut pending, mut retries) = (Vec::<i32>::new(), Vec::<i32>::new(), Vec::new());
-    let mut vacuumed = false;
+    let mut locked = false;
     read_endpoint(
         &mut clients,
         endpoint.ticket.clone().unwrap().ticket,
@@ -458,17 +453,15 @@ async fn a_recovery_conflict_on_the_standby_is_resumed_elsewhere_exactly() {
                     if resume.is_some() {
                         ids.append(&mut pending);
                     }
-                    if !vacuumed {
-                        // Rows the standby's read may still see are deleted and vacuumed away on
-                        // the primary: replaying that cleanup conflicts with the read, which the
-                        // standby cancels after max_standby_streaming_delay (1 s).
-                        vacuumed = true;
-                        let (delete, vacuum) = (
-                            format!("DELETE FROM {schema}.u"),
-                            format!("VACUUM {schema}.u"),
-                        );
+                    if !locked {
+                        // An ACCESS EXCLUSIVE lock on the primary is replayed on the standby, where
+                        // the read holds ACCESS SHARE: replay waits max_standby_streaming_delay (1 s),
+                        // then cancels the read. (A lock, not a VACUUM cleanup: other tests' open
+                        // snapshots on the primary may keep VACUUM from removing anything.)
+                        locked = true;
+                        let lock = format!("LOCK TABLE {schema}.big IN ACCESS EXCLUSIVE MODE");
                         let done = psql(fixture_url())
-                            .args(["-c", &delete, "-c", &vacuum])
+                            .args(["-1", "-c", &lock])
                             .status()
                             .unwrap();
                         assert!(done.success());
