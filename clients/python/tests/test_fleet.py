@@ -45,7 +45,7 @@ def fleet(server_factory, standby_url: str, pg: psycopg.Connection) -> Tuple:
     wait_replayed(pg, standby_url)
     pa_, pb = free_port(), free_port()
     a_url, b_url = f"grpc://127.0.0.1:{pa_}", f"grpc://127.0.0.1:{pb}"
-    common = ("--ticket-secret", SECRET, "--batch-rows", "4096", "--replay-wait-ms", "300")
+    common = ("--ticket-secret", SECRET, "--batch-rows", "4096", "--replay-wait-ms", "5000")
     a = server_factory(*common, "--advertise-url", a_url, "--replica-peers", b_url, port=pa_, metrics=False)
     b = server_factory(*common, "--advertise-url", b_url, "--peers", a_url, port=pb, metrics=False,
                        database=standby_url)
