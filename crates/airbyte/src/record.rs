@@ -281,7 +281,7 @@ impl<N: itoa::Integer + Copy> Cell for IntCell<'_, N> {
 }
 
 /// Floats that JSON can hold as numbers when finite.
-trait JsonFloat: ryu::Float + Copy {
+trait JsonFloat: zmij::Float + Copy {
     fn finite(self) -> bool;
 }
 macro_rules! json_float {
@@ -310,7 +310,7 @@ impl<F: JsonFloat> Cell for FloatCell<'_, F> {
 /// record lists the field in `meta.changes` (a string would break the stream's `number` schema).
 fn write_float<F: JsonFloat>(v: F, out: &mut Vec<u8>) -> bool {
     if v.finite() {
-        out.extend_from_slice(ryu::Buffer::new().format_finite(v).as_bytes());
+        out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes());
         true
     } else {
         out.extend_from_slice(b"null");

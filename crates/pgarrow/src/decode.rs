@@ -13,7 +13,6 @@ use arrow::array::{
     ArrayRef, BinaryArray, BooleanArray, FixedSizeBinaryArray, ListArray, PrimitiveArray,
     StringArray,
 };
-use arrow::array::{BooleanBufferBuilder, NullBufferBuilder};
 use arrow::buffer::{Buffer, OffsetBuffer};
 use arrow::datatypes::{
     ArrowPrimitiveType, DataType, Date32Type, Decimal128Type, Field, FieldRef, Float32Type,
@@ -23,6 +22,7 @@ use arrow::datatypes::{
 use arrow::error::ArrowError;
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 
+use super::bits::{Bits, Validity};
 use super::numeric::Numeric;
 use super::types::{ColumnPlan, Kind, Scalar};
 use super::Error;
@@ -438,14 +438,14 @@ fn take_vec<T>(v: &mut Vec<T>) -> Vec<T> {
 /// Native values and validity of a primitive column.
 struct Prim<T: ArrowPrimitiveType> {
     values: Vec<T::Native>,
-    nulls: NullBufferBuilder,
+    nulls: Validity,
 }
 
 impl<T: ArrowPrimitiveType> Prim<T> {
     fn new(reserve: usize) -> Self {
         Prim {
             values: Vec::with_capacity(reserve),
-            nulls: NullBufferBuilder::new(reserve),
+            nulls: Validity::new(reserve),
         }
     }
 
@@ -468,7 +468,7 @@ impl<T: ArrowPrimitiveType> Prim<T> {
 /// Offsets and validity of a variable-length column: text, binary, or a list.
 struct Ends {
     offsets: Vec<i32>,
-    nulls: NullBufferBuilder,
+    nulls: Validity,
 }
 
 impl Ends {
@@ -477,7 +477,7 @@ impl Ends {
         offsets.push(0);
         Ends {
             offsets,
-            nulls: NullBufferBuilder::new(reserve),
+            nulls: Validity::new(reserve),
         }
     }
 
@@ -630,8 +630,8 @@ impl<'a> Reader<'a> {
 /// One column's builder; the variant is the decoding rule (see the type table in `types.rs`).
 enum Builder {
     Bool {
-        values: BooleanBufferBuilder,
-        nulls: NullBufferBuilder,
+        values: Bits,
+        nulls: Validity,
     },
     Int16(Prim<Int16Type>),
     Int32(Prim<Int32Type>),
@@ -655,7 +655,7 @@ enum Builder {
     Interval(Prim<IntervalMonthDayNanoType>),
     Uuid {
         values: Vec<u8>,
-        nulls: NullBufferBuilder,
+        nulls: Validity,
     },
     List(Box<ListCol>),
 }
@@ -683,8 +683,8 @@ impl Builder {
     fn scalar(s: Scalar, reserve: usize) -> Self {
         match s {
             Scalar::Bool => Builder::Bool {
-                values: BooleanBufferBuilder::new(reserve),
-                nulls: NullBufferBuilder::new(reserve),
+                values: Bits::new(reserve),
+                nulls: Validity::new(reserve),
             },
             Scalar::Int16 => Builder::Int16(Prim::new(reserve)),
             Scalar::Int32 => Builder::Int32(Prim::new(reserve)),
@@ -708,7 +708,7 @@ impl Builder {
             Scalar::Interval => Builder::Interval(Prim::new(reserve)),
             Scalar::Uuid => Builder::Uuid {
                 values: Vec::with_capacity(reserve * 16),
-                nulls: NullBufferBuilder::new(reserve),
+                nulls: Validity::new(reserve),
             },
         }
     }
@@ -723,8 +723,8 @@ impl Builder {
         match self {
             Builder::Bool { values, nulls } => {
                 match fixed::<1>(v)? {
-                    [0] => values.append(false),
-                    [1] => values.append(true),
+                    [0] => values.push(false),
+                    [1] => values.push(true),
                     [b] => return Err(ValueError::malformed(format!("bool byte {b}"))),
                 }
                 nulls.append_non_null();
@@ -789,7 +789,7 @@ impl Builder {
     fn append_null(&mut self) {
         match self {
             Builder::Bool { values, nulls } => {
-                values.append(false);
+                values.push(false);
                 nulls.append_null();
             }
             Builder::Int16(b) => b.push_null(),

@@ -30,6 +30,7 @@
 //! # Ok::<(), pgarrow::Error>(())
 //! ```
 
+mod bits;
 mod decode;
 mod error;
 mod numeric;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::db::{Object, Pool};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, Semaphore};
 
 use arrow::array::RecordBatch;
@@ -542,14 +542,21 @@ async fn copy_out(
     let mut ready = Vec::new();
     futures::pin_mut!(copy);
     loop {
-        // A client that goes away is noticed even while the database is slow to send.
-        let data: bytes::Bytes = tokio::select! {
-            biased;
-            _ = tx.closed() => return Ok(false),
-            next = copy.next() => match next {
-                Some(data) => data?,
-                None => break,
+        // COPY sends one message per row: rows already received are taken without a wait (a
+        // `select!` per row costs a waiter registration on the channel each time). Only when the
+        // database is slow to send is the wait also on the client, so one that goes away is
+        // noticed then too (otherwise the next batch handed on notices it).
+        let next = match copy.next().now_or_never() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                _ = tx.closed() => return Ok(false),
+                next = copy.next() => next,
             },
+        };
+        let data: bytes::Bytes = match next {
+            Some(data) => data?,
+            None => break,
         };
         decoder.push(&data)?;
         while let Some(decoded) = decoder.next_batch() {
