@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import json
+import subprocess
 import sys
 import time
 from typing import Iterator, List, Tuple
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pytest
 
 import hyperflight
-from conftest import REPO, TEST_DB, _run, free_port, unique_name
+from conftest import REPO, TEST_DB, _run, built_binary, free_port, unique_name
 from test_read import METRICS_SQL, arrow_rows, assert_same_rows, sql_rows
 
 SECRET = "a ticket secret the fleet shares"
@@ -164,6 +165,40 @@ def test_a_server_killed_mid_read_leaves_the_read_exact(server_factory, big_tabl
                 a.proc.kill()  # SIGKILL: no goodbye, the stream is cut
                 a.proc.wait()
         assert client.retries >= 1, "the kill cut the stream"
+    assert len(ids) == 300_000 and sorted(ids) == list(range(1, 300_001)), "nothing lost, nothing twice"
+    assert streamed(b.url) > 0
+
+
+def test_the_airbyte_source_continues_at_the_next_location_when_a_server_dies(
+        server_factory, big_table: str, tmp_path) -> None:
+    pa_, pb = free_port(), free_port()
+    a_url, b_url = f"grpc://127.0.0.1:{pa_}", f"grpc://127.0.0.1:{pb}"
+    common = ("--ticket-secret", SECRET, "--batch-rows", "1000")
+    a = server_factory(*common, "--advertise-url", a_url, "--peers", b_url, port=pa_, metrics=False)
+    b = server_factory(*common, "--advertise-url", b_url, "--peers", a_url, port=pb, metrics=False)
+    namespace, name = big_table.split(".")
+    (tmp_path / "config.json").write_text(json.dumps({"flight_url": a.url}))
+    (tmp_path / "catalog.json").write_text(json.dumps({"streams": [{
+        "stream": {"name": name, "namespace": namespace, "json_schema": {"properties": {"id": {}}},
+                   "supported_sync_modes": ["full_refresh"]},
+        "sync_mode": "full_refresh", "destination_sync_mode": "overwrite"}]}))
+    proc = subprocess.Popen([str(built_binary("hyperflight-airbyte")), "read", "--config",
+                             str(tmp_path / "config.json"), "--catalog", str(tmp_path / "catalog.json")],
+                            stdout=subprocess.PIPE, text=True)
+    ids: List[int] = []
+    logs: List[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        message = json.loads(line)
+        if message["type"] == "RECORD":
+            ids.append(message["record"]["data"]["id"])
+            if a.proc.poll() is None and len(ids) >= 5000:
+                a.proc.kill()  # SIGKILL mid-stream: the endpoint's next location is B
+                a.proc.wait()
+        elif message["type"] == "LOG":
+            logs.append(message["log"]["message"])
+    assert proc.wait(timeout=300) == 0, logs
+    assert any("continuing at " + b_url in m for m in logs), logs
     assert len(ids) == 300_000 and sorted(ids) == list(range(1, 300_001)), "nothing lost, nothing twice"
     assert streamed(b.url) > 0
 

@@ -22,6 +22,8 @@ pub struct FlightSource {
 
 /// A server this process started.
 struct InProcess {
+    /// Its endpoints read in this process, without Flight's encoding and transport.
+    reader: server::server::LocalReader,
     /// Sending (or dropping) stops the server.
     stop: Option<oneshot::Sender<()>>,
     /// The server's task, awaited at shutdown so running calls finish first.
@@ -78,6 +80,26 @@ impl FlightSource {
         Ok(self.connect().await?.client())
     }
 
+    /// A client of another location of an endpoint (a fleet's peer), with this service's token
+    /// and TLS roots.
+    pub async fn client_of(&self, url: &str) -> Result<FlightClient, Error> {
+        let config = ClientConfig {
+            url: url.to_string(),
+            ..self.client.clone()
+        };
+        Ok(connect(&config).await?.client())
+    }
+
+    /// Whether `url` names this service itself (a location that says "this connection").
+    pub fn is_self(&self, url: &str) -> bool {
+        url == self.client.url || url == protocol::client::REUSE_CONNECTION
+    }
+
+    /// The in-process service's reader, when the service runs in this process.
+    pub fn local(&self) -> Option<&server::server::LocalReader> {
+        self.in_process.as_ref().map(|s| &s.reader)
+    }
+
     /// DoAction `health`: the service is up and reaches its database.
     pub async fn health(&self) -> Result<Health, Error> {
         let context = "Flight health check";
@@ -94,13 +116,7 @@ impl FlightSource {
     }
 
     async fn connect(&self) -> Result<Connection, Error> {
-        Connection::open(&self.client).await.map_err(|e| match e {
-            ConnectError::Url { .. } => Error::InvalidConfig {
-                setting: "flight_url",
-                message: e.to_string(),
-            },
-            ConnectError::Transport { .. } => Error::Connect(e),
-        })
+        connect(&self.client).await
     }
 
     /// Stops the in-process service (running calls finish first).
@@ -127,6 +143,16 @@ impl Drop for FlightSource {
     }
 }
 
+async fn connect(config: &ClientConfig) -> Result<Connection, Error> {
+    Connection::open(config).await.map_err(|e| match e {
+        ConnectError::Url { .. } => Error::InvalidConfig {
+            setting: "flight_url",
+            message: e.to_string(),
+        },
+        ConnectError::Transport { .. } => Error::Connect(e),
+    })
+}
+
 /// Starts the service on a loopback port; returns its `grpc://` URL.
 async fn start_in_process(
     config: &SourceConfig,
@@ -140,12 +166,35 @@ async fn start_in_process(
         .map_err(|e| Error::Server(e.to_string()))?;
     let server_config = config.server_config(db)?;
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server::server::run(listener, server_config, async {
-        let _ = stopped.await;
-    }));
+    let (ready, reader) = oneshot::channel();
+    let mut task = tokio::spawn(server::server::run_with(
+        listener,
+        server_config,
+        async {
+            let _ = stopped.await;
+        },
+        move |r| {
+            let _ = ready.send(r);
+        },
+    ));
+    let reader = match reader.await {
+        Ok(r) => r,
+        // The server stopped before it was built: its error says why.
+        Err(_) => {
+            let why = match (&mut task).await {
+                Ok(Err(e)) => e.to_string(),
+                Ok(Ok(())) => "it stopped".into(),
+                Err(e) => e.to_string(),
+            };
+            return Err(Error::Server(format!(
+                "the in-process Flight service failed: {why}"
+            )));
+        }
+    };
     Ok((
         format!("grpc://{addr}"),
         InProcess {
+            reader,
             stop: Some(stop),
             task,
         },

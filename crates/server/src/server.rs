@@ -1,7 +1,10 @@
 //! `run(listener, config, shutdown)`: the tonic server with its auth layer, TLS, gRPC limits and the
 //! background re-discovery task. Tests bind `127.0.0.1:0`; the binary passes a signal future.
+//! `run_with` also hands out a [`LocalReader`] for callers in the same process.
 
 use std::future::Future;
+
+use futures::Stream;
 use std::sync::Arc;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -18,6 +21,7 @@ use crate::plan::Planner;
 use crate::scan::Scanner;
 use crate::service::Service;
 use crate::snapshot::Snapshots;
+pub use crate::stream::ResumableBatch;
 use crate::ticket::TicketSigner;
 
 /// Largest gRPC message the server sends: a batch is cut at `scan::MAX_BATCH_BYTES` of values, so
@@ -58,6 +62,32 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_with(listener, config, shutdown, |_| {}).await
+}
+
+/// Reads endpoints of a server running in this process without going through Flight: the
+/// Airbyte source's in-process service hands its batches to the JSON encoder this way.
+#[derive(Clone)]
+pub struct LocalReader(Arc<Service>);
+
+impl LocalReader {
+    /// DoGet of `ticket`: its batches, each with the ticket that resumes after it (as in the
+    /// Flight stream's `app_metadata`); errors are the statuses DoGet would answer.
+    pub async fn do_get(
+        &self,
+        ticket: &[u8],
+    ) -> Result<impl Stream<Item = Result<ResumableBatch, Status>> + Send + 'static, Status> {
+        self.0.read_local(ticket).await
+    }
+}
+
+/// [`run`], handing `ready` the service's [`LocalReader`] once it is built (before serving).
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    ready: impl FnOnce(LocalReader),
 ) -> Result<(), ServerError> {
     let metrics = Arc::new(Metrics::new());
     let metrics_listener = crate::metrics::bind(config.metrics_listen)
@@ -105,6 +135,7 @@ pub async fn run(
             crate::fleet::Fleet::new(&config.fleet),
         )
     });
+    ready(LocalReader(service.clone()));
     let mut background = vec![
         tokio::spawn(rediscover(catalog, config.discovery_interval)),
         tokio::spawn(sweep_snapshots(snapshots.clone())),

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::IpcWriteOptions;
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -14,6 +15,7 @@ use arrow_flight::{
 };
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
+use prost::Message;
 use protocol::action::{Health, HealthStatus};
 use protocol::ActionName;
 use serde_json::json;
@@ -27,7 +29,7 @@ use crate::plan::{Plan, Planner, TableRequest};
 use crate::scan::{Position, Scanner};
 use crate::snapshot::Snapshots;
 use crate::sql::FlightSql;
-use crate::stream::{count_error, flight_data};
+use crate::stream::{count_error, flight_data, resumable_batches, ResumableBatch};
 use crate::ticket::BatchPosition;
 
 /// The Flight service.
@@ -43,6 +45,23 @@ pub struct Service {
     sql: FlightSql,
     /// The peers listed as endpoint locations, and the standby replay check.
     fleet: Fleet,
+    /// Recent FlightInfos by descriptor (see [`PLAN_REUSE`]).
+    plans: moka::future::Cache<Vec<u8>, Arc<CachedPlan>>,
+}
+
+/// How long an identical GetFlightInfo is answered with the plan already made, while discovery has
+/// not changed (and never in a fleet, nor for real-time continuous aggregates): planning signs a
+/// ticket per endpoint, which for thousands of chunks costs more than the call's round trip. The
+/// reused tickets expire at most this much sooner than fresh ones would.
+pub const PLAN_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
+/// FlightInfos kept for reuse.
+const PLANS_KEPT: u64 = 64;
+
+/// A FlightInfo, the discovery it was planned against and when its tickets expire.
+struct CachedPlan {
+    catalog: Arc<crate::catalog::Snapshot>,
+    info: FlightInfo,
+    expires_at_ms: i64,
 }
 
 impl Service {
@@ -68,6 +87,10 @@ impl Service {
             snapshots,
             auth_token,
             fleet,
+            plans: moka::future::Cache::builder()
+                .max_capacity(PLANS_KEPT)
+                .time_to_live(PLAN_REUSE)
+                .build(),
         }
     }
 
@@ -138,9 +161,32 @@ impl Service {
             planned?
         } else {
             let catalog = self.catalog.snapshot().await?;
+            let key = descriptor.encode_to_vec();
+            if let Some(hit) = self.plans.get(&key).await {
+                // Reused only while its tickets have at least half their life left (a short
+                // ticket_ttl shortens the reuse).
+                let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
+                if Arc::ptr_eq(&hit.catalog, &catalog) && hit.expires_at_ms - now_ms() >= ttl_ms / 2
+                {
+                    return Ok(hit.info.clone());
+                }
+            }
+            // A real-time continuous aggregate's plan depends on its watermark: never reused.
             let watermark = self.watermark(&catalog, &request, None).await?;
-            self.planner
-                .plan(&catalog, &request, expires_at_ms, None, watermark, wal_lsn)?
+            let plan =
+                self.planner
+                    .plan(&catalog, &request, expires_at_ms, None, watermark, wal_lsn)?;
+            let info = self.info(plan, descriptor, expires_at_ms)?;
+            // In a fleet a plan carries the WAL position it was made at: never reused either.
+            if watermark.is_none() && wal_lsn == 0 {
+                let cached = CachedPlan {
+                    catalog,
+                    info: info.clone(),
+                    expires_at_ms,
+                };
+                self.plans.insert(key, Arc::new(cached)).await;
+            }
+            return Ok(info);
         };
         self.info(plan, descriptor, expires_at_ms)
     }
@@ -215,10 +261,11 @@ impl Service {
             .collect()
     }
 
-    /// Verifies a ticket, resolves it against current discovery and starts its scan.
-    async fn start_stream(&self, ticket: &Ticket) -> Result<Boxed<FlightData>, Error> {
+    /// Verifies a ticket, resolves it against current discovery and starts its scan: the batches
+    /// with their resume tickets, and their schema.
+    async fn start_scan(&self, ticket: &[u8]) -> Result<(SchemaRef, Boxed<ResumableBatch>), Error> {
         self.open()?;
-        let body = self.planner.signer.verify(&ticket.ticket, now_ms())?;
+        let body = self.planner.signer.verify(ticket, now_ms())?;
         // On a standby, only once it has replayed what the plan saw (else UNAVAILABLE: the client
         // reads this endpoint from another location).
         self.fleet
@@ -264,13 +311,22 @@ impl Service {
                 ..body.clone()
             })
         };
-        Ok(Box::pin(flight_data(
-            schema,
-            relation,
-            batches,
-            resume,
-            self.metrics.clone(),
-        )))
+        let batches = resumable_batches(relation, batches, resume, self.metrics.clone());
+        Ok((schema, Box::pin(batches)))
+    }
+
+    /// DoGet of a ticket for a caller in this process: the batches themselves, without the IPC
+    /// encoding and gRPC framing of a Flight stream, each with its resume ticket (as the Flight
+    /// stream's `app_metadata`). Errors are the statuses DoGet would answer.
+    pub async fn read_local(&self, ticket: &[u8]) -> Result<Boxed<ResumableBatch>, Status> {
+        self.start_scan(ticket)
+            .await
+            .map(|(_, batches)| batches)
+            .map_err(|e| {
+                let status = Status::from(e);
+                count_error(&self.metrics, &status);
+                status
+            })
     }
 
     async fn action(&self, name: ActionName) -> Result<serde_json::Value, Error> {
@@ -412,8 +468,11 @@ impl FlightService for Service {
         if crate::sql::is_ticket(request.get_ref()) {
             return FlightService::do_get(&self.sql, request).await;
         }
-        self.start_stream(request.get_ref())
+        self.start_scan(&request.get_ref().ticket)
             .await
+            .map(|(schema, batches)| -> Self::DoGetStream {
+                Box::pin(flight_data(schema, batches, self.metrics.clone()))
+            })
             .map(Response::new)
             .map_err(|e| {
                 let status = Status::from(e);

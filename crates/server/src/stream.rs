@@ -1,8 +1,10 @@
-//! The DoGet response: the schema message, then every batch as an Arrow IPC message whose
+//! A scan's batches with their resume tickets ([`resumable_batches`]), and the DoGet response made
+//! of them ([`flight_data`]): the schema message, then every batch as an Arrow IPC message whose
 //! `app_metadata` is a signed resume ticket for the rows after it.
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::ipc::writer::{DictionaryTracker, IpcDataGenerator, IpcWriteOptions};
 use arrow_flight::{FlightData, SchemaAsIpc};
@@ -21,6 +23,8 @@ struct Active {
     relation: String,
     started: std::time::Instant,
     rows: u64,
+    /// Arrow bytes of the batches handed on (what went on the wire is counted by the
+    /// `bytes` metric, as IPC).
     bytes: u64,
     outcome: Outcome,
 }
@@ -62,24 +66,23 @@ pub fn count_error(metrics: &Metrics, status: &Status) {
         .inc();
 }
 
-/// Encodes the batches arriving on `batches` as FlightData. `resume_ticket` mints the ticket for the
-/// rows after a batch whose last row sits at the given position; batches without a position (no ctid
-/// tracking) carry no resume ticket. An error from the scan ends the stream with that error's status,
-/// never with a clean end of a truncated stream. A batch's memory reservation is returned once it is
-/// encoded.
-pub fn flight_data(
-    schema: SchemaRef,
+/// One scanned batch and the signed ticket that resumes after its last row (`None` where rows
+/// have no position to resume after).
+pub struct ResumableBatch {
+    pub batch: RecordBatch,
+    pub resume: Option<Bytes>,
+}
+
+/// The batches arriving from `scan`, each with its resume ticket: `resume_ticket` mints the ticket
+/// for the rows after a batch whose last row sits at the given position. An error from the scan
+/// ends the stream with that error's status, never with a clean end of a truncated stream. A
+/// batch's memory reservation is returned when it is handed on.
+pub fn resumable_batches(
     relation: String,
     scan: ScanStream,
     resume_ticket: impl Fn(Position) -> Bytes + Send + 'static,
     metrics: Arc<Metrics>,
-) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
-    let options = IpcWriteOptions::default();
-    let head: FlightData = SchemaAsIpc::new(&schema, &options).into();
-    let generator = IpcDataGenerator::default();
-    // Our schemas have no dictionary columns; the tracker is required by the API all the same.
-    let mut dictionaries = DictionaryTracker::new(false);
-    let mut context = Default::default();
+) -> impl Stream<Item = Result<ResumableBatch, Status>> + Send + 'static {
     metrics.active_streams.inc();
     let mut active = Active {
         metrics,
@@ -94,7 +97,7 @@ pub fn flight_data(
     let items = ReceiverStream::new(rx)
         .map(Some)
         .chain(futures::stream::once(async { None }));
-    let body = items.filter_map(move |item| {
+    items.filter_map(move |item| {
         // After the queued batches, an error that could not be queued (a stalled client).
         let item = match item {
             Some(item) => item,
@@ -108,31 +111,55 @@ pub fn flight_data(
                 }
             },
         };
-        let metrics = active.metrics.clone();
-        let result = item.and_then(|(decoded, _reservation)| {
-            let (_, encoded) = generator
-                .encode(&decoded.batch, &mut dictionaries, &options, &mut context)
-                .map_err(Error::from)?;
-            let data = FlightData::from(encoded);
-            let (rows, bytes) = (
-                decoded.batch.num_rows() as u64,
-                (data.data_header.len() + data.data_body.len()) as u64,
-            );
-            metrics.rows.inc_by(rows);
-            metrics.bytes.inc_by(bytes);
+        let result = item.map(|(decoded, _reservation)| {
+            let rows = decoded.batch.num_rows() as u64;
+            active.metrics.rows.inc_by(rows);
             active.rows += rows;
-            active.bytes += bytes;
-            Ok(match decoded.position {
-                Some(p) => data.with_app_metadata(resume_ticket(p)),
-                None => data,
-            })
+            active.bytes += decoded.batch.get_array_memory_size() as u64;
+            ResumableBatch {
+                resume: decoded.position.map(&resume_ticket),
+                batch: decoded.batch,
+            }
         });
         futures::future::ready(Some(result.map_err(|e| {
             let status = Status::from(e);
-            count_error(&metrics, &status);
+            count_error(&active.metrics, &status);
             active.outcome = Outcome::Error;
             status
         })))
+    })
+}
+
+/// The DoGet response of `batches`: the schema message, then each batch as an Arrow IPC message
+/// with its resume ticket as `app_metadata`.
+pub fn flight_data(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<ResumableBatch, Status>> + Send + 'static,
+    metrics: Arc<Metrics>,
+) -> impl Stream<Item = Result<FlightData, Status>> + Send + 'static {
+    let options = IpcWriteOptions::default();
+    let head: FlightData = SchemaAsIpc::new(&schema, &options).into();
+    let generator = IpcDataGenerator::default();
+    // Our schemas have no dictionary columns; the tracker is required by the API all the same.
+    let mut dictionaries = DictionaryTracker::new(false);
+    let mut context = Default::default();
+    let body = batches.map(move |item| {
+        let b = item?;
+        let (_, encoded) = generator
+            .encode(&b.batch, &mut dictionaries, &options, &mut context)
+            .map_err(|e| {
+                let status = Status::from(Error::from(e));
+                count_error(&metrics, &status);
+                status
+            })?;
+        let data = FlightData::from(encoded);
+        metrics
+            .bytes
+            .inc_by((data.data_header.len() + data.data_body.len()) as u64);
+        Ok(match b.resume {
+            Some(ticket) => data.with_app_metadata(ticket),
+            None => data,
+        })
     });
     futures::stream::once(async move { Ok(head) }).chain(body)
 }

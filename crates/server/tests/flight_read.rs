@@ -323,3 +323,52 @@ async fn health_and_refresh_actions() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_identical_request_reuses_its_plan_until_discovery_changes() {
+    let server = TestServer::start(config(fixture_url())).await;
+    let mut client = server.client().await;
+    let tickets = |info: &arrow_flight::FlightInfo| -> Vec<bytes::Bytes> {
+        info.endpoint
+            .iter()
+            .map(|e| e.ticket.clone().unwrap().ticket)
+            .collect()
+    };
+    let first = client
+        .get_flight_info(path("public", "metrics"))
+        .await
+        .unwrap();
+    // Tickets carry their expiry in ms: a fresh plan a few ms later signs other bytes.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = client
+        .get_flight_info(path("public", "metrics"))
+        .await
+        .unwrap();
+    assert_eq!(tickets(&again), tickets(&first), "the same plan, reused");
+    assert_eq!(again.endpoint.len() as i64, FIXTURE_DAYS);
+
+    // Another request (a projection) is planned anew; so is any request after re-discovery.
+    let projected = client
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(
+            r#"{"table": "public.metrics", "columns": ["time"]}"#,
+        ))
+        .await
+        .unwrap();
+    assert_ne!(tickets(&projected), tickets(&first));
+    action_json(&mut client, "refresh").await;
+    let replanned = client
+        .get_flight_info(path("public", "metrics"))
+        .await
+        .unwrap();
+    assert_eq!(replanned.endpoint.len(), first.endpoint.len());
+    assert_ne!(
+        tickets(&replanned),
+        tickets(&first),
+        "planned against the new discovery"
+    );
+    // Both plans read the same rows.
+    assert_eq!(
+        row_count(&read_all(&server, &replanned).await),
+        row_count(&read_all(&server, &first).await)
+    );
+}

@@ -1,21 +1,25 @@
 //! Reading one endpoint: DoGet of its ticket (a saved resume ticket first, when there is one),
 //! every batch filtered (incremental), encoded into RECORD lines on a blocking thread and sent to
-//! the writer with the ticket that resumes after it.
+//! the writer with the ticket that resumes after it. The in-process service hands its batches over
+//! directly ([`server::server::LocalReader`]); a remote one is read over Flight, at the endpoint's
+//! locations in turn when a fleet lists several (a transient failure continues at the next one
+//! after the last batch delivered).
 //!
 //! What a refusal means follows [`protocol::classify`]: a transient code fails the stream (the
-//! platform's next attempt resumes from the last STATE); NOT_FOUND before any batch means the chunk
-//! was dropped since planning, and it is skipped; a saved resume ticket refused as stale
-//! (`Replan`) or invalid (INVALID_ARGUMENT: the ticket is DoGet's only argument) is replaced by the
-//! planned ticket, so the endpoint is read again from its start.
+//! platform's next attempt resumes from the last STATE) once no other location is left; NOT_FOUND
+//! before any batch means the chunk was dropped since planning, and it is skipped; a saved resume
+//! ticket refused as stale (`Replan`) or invalid (INVALID_ARGUMENT: the ticket is DoGet's only
+//! argument) is replaced by the planned ticket, so the endpoint is read again from its start.
 
 use std::sync::Arc;
 
 use arrow::array::{AsArray, BooleanArray, RecordBatch};
 use arrow::datatypes::{DataType, Int64Type};
 use arrow_flight::decode::DecodedPayload;
-use arrow_flight::{FlightClient, Ticket};
+use arrow_flight::Ticket;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use futures::{StreamExt, TryStreamExt};
 use protocol::Retry;
 use tokio::sync::mpsc;
 
@@ -43,12 +47,6 @@ pub(super) struct ChunkReader {
     pub buffers: Buffers,
 }
 
-/// A failed endpoint read, and whether any of its batches reached the writer.
-struct Failure {
-    error: Error,
-    delivered: bool,
-}
-
 /// What a call refused before it delivered anything means for its endpoint.
 #[derive(Debug, PartialEq, Eq)]
 enum Refusal {
@@ -70,6 +68,18 @@ fn refusal(error: &Error) -> Option<Refusal> {
     }
 }
 
+/// An endpoint read's batches, each with the ticket that resumes after it (empty: none).
+type Batches = BoxStream<'static, Result<(RecordBatch, Bytes), Error>>;
+
+/// How far an endpoint's read got, across its attempts.
+#[derive(Default)]
+struct Progress {
+    /// The ticket that resumes after the last batch delivered.
+    resume: Option<Bytes>,
+    /// Whether any batch reached the writer.
+    delivered: bool,
+}
+
 impl ChunkReader {
     pub(super) async fn read(
         self: Arc<Self>,
@@ -77,18 +87,42 @@ impl ChunkReader {
         clients: &ClientPool,
         source: &FlightSource,
     ) -> Result<(), Error> {
-        let mut client = clients.take(source).await?;
         let mut ticket = work.ticket.clone();
         let mut fallback = work.fallback.clone();
+        let mut progress = Progress::default();
+        // A fleet lists several locations: a transient failure moves on to the next one, which
+        // continues after the last batch delivered (each location is tried at most once).
+        let locations = work.locations.len().max(1);
+        let (mut at, mut moves) = (0, 0);
         loop {
-            let error = match self.stream(&mut client, &work, ticket).await {
+            let from = progress.resume.clone().unwrap_or_else(|| ticket.clone());
+            let location = work.locations.get(at).map(String::as_str);
+            let error = match self
+                .stream(&work, from, location, &mut progress, clients, source)
+                .await
+            {
                 Ok(()) => break,
-                Err(Failure {
-                    error,
-                    delivered: false,
-                }) => error,
-                Err(f) => return Err(f.error),
+                Err(e) => e,
             };
+            let transient = error
+                .code()
+                .is_some_and(|c| protocol::classify(c) == Retry::Resume);
+            if transient && moves + 1 < locations {
+                moves += 1;
+                at = (at + 1) % locations;
+                self.log(format!(
+                    "{}: reading {} failed at {} ({error}); continuing at {}",
+                    self.descriptor,
+                    work.key,
+                    location.unwrap_or_default(),
+                    work.locations[at]
+                ))
+                .await?;
+                continue;
+            }
+            if progress.delivered {
+                return Err(error);
+            }
             match (refusal(&error), fallback.take()) {
                 (Some(Refusal::Gone), _) => {
                     self.log(format!(
@@ -109,7 +143,6 @@ impl ChunkReader {
                 _ => return Err(error),
             }
         }
-        clients.give_back(client);
         self.tx
             .send(Event::EndpointDone { index: work.index })
             .await
@@ -123,37 +156,74 @@ impl ChunkReader {
             .map_err(|_| writer_gone())
     }
 
-    /// DoGet of `ticket`: every batch filtered, encoded and sent to the writer.
+    /// DoGet of `ticket` at `location` (the in-process service reads it without Flight): every
+    /// batch filtered, encoded and sent to the writer.
     async fn stream(
         self: &Arc<Self>,
-        client: &mut FlightClient,
         work: &Work,
         ticket: Bytes,
-    ) -> Result<(), Failure> {
-        let context = || format!("DoGet {} ({})", self.descriptor, work.key);
-        let mut delivered = false;
-        let fail = |error: Error, delivered: bool| Failure { error, delivered };
-        let mut data = client
-            .do_get(Ticket::new(ticket))
-            .await
-            .map_err(|e| fail(Error::flight(context(), e), false))?
-            .into_inner();
-        while let Some(item) = data
-            .try_next()
-            .await
-            .map_err(|e| fail(Error::flight(context(), e), delivered))?
-        {
-            let DecodedPayload::RecordBatch(batch) = item.payload else {
-                continue;
-            };
-            let resume = item.inner.app_metadata;
+        location: Option<&str>,
+        progress: &mut Progress,
+        clients: &ClientPool,
+        source: &FlightSource,
+    ) -> Result<(), Error> {
+        let context = format!("DoGet {} ({})", self.descriptor, work.key);
+        let mut pooled = None;
+        let mut batches: Batches = match source.local() {
+            Some(local) => {
+                let at = context.clone();
+                local
+                    .do_get(&ticket)
+                    .await
+                    .map_err(|status| Error::Flight {
+                        context: context.clone(),
+                        status,
+                    })?
+                    .map(move |item| match item {
+                        Ok(b) => Ok((b.batch, b.resume.unwrap_or_default())),
+                        Err(status) => Err(Error::Flight {
+                            context: at.clone(),
+                            status,
+                        }),
+                    })
+                    .boxed()
+            }
+            None => {
+                let mut client = match location.filter(|url| !source.is_self(url)) {
+                    Some(url) => source.client_of(url).await?,
+                    None => clients.take(source).await?,
+                };
+                let at = context.clone();
+                let data = client
+                    .do_get(Ticket::new(ticket))
+                    .await
+                    .map_err(|e| Error::flight(context.clone(), e))?
+                    .into_inner();
+                if location.is_none_or(|url| source.is_self(url)) {
+                    pooled = Some(client);
+                }
+                data.map_err(move |e| Error::flight(at.clone(), e))
+                    .try_filter_map(|item| async move {
+                        Ok(match item.payload {
+                            DecodedPayload::RecordBatch(batch) => {
+                                Some((batch, item.inner.app_metadata))
+                            }
+                            _ => None,
+                        })
+                    })
+                    .boxed()
+            }
+        };
+        while let Some((batch, resume)) = batches.try_next().await? {
             let this = self.clone();
             // JSON encoding is CPU-bound: off the async workers, which also run the in-process
             // Flight service.
             let (lines, rows, cursor_max) = tokio::task::spawn_blocking(move || this.encode(batch))
                 .await
-                .map_err(|e| fail(Error::Encode(e.to_string()), delivered))?
-                .map_err(|e| fail(e, delivered))?;
+                .map_err(|e| Error::Encode(e.to_string()))??;
+            if !resume.is_empty() {
+                progress.resume = Some(resume.clone());
+            }
             self.tx
                 .send(Event::Records {
                     index: work.index,
@@ -163,8 +233,11 @@ impl ChunkReader {
                     cursor_max,
                 })
                 .await
-                .map_err(|_| fail(writer_gone(), delivered))?;
-            delivered = true;
+                .map_err(|_| writer_gone())?;
+            progress.delivered = true;
+        }
+        if let Some(client) = pooled {
+            clients.give_back(client);
         }
         Ok(())
     }

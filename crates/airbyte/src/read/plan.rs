@@ -227,6 +227,8 @@ pub(super) struct Work {
     pub ticket: Bytes,
     /// The planned ticket, when `ticket` is a saved resume ticket that may be refused.
     pub fallback: Option<Bytes>,
+    /// The endpoint's locations (a fleet lists several; empty: the service read from).
+    pub locations: Vec<String>,
 }
 
 /// The endpoints of a plan: every endpoint's state key, and the work left (completed endpoints
@@ -267,6 +269,7 @@ pub(super) fn schedule(
             skipped += 1;
             continue;
         }
+        let locations = endpoint.location.iter().map(|l| l.uri.clone()).collect();
         let work = match saved_ticket(descriptor, state, &key, notes) {
             Some(ticket) => {
                 resumed += 1;
@@ -275,6 +278,7 @@ pub(super) fn schedule(
                     key,
                     ticket,
                     fallback: Some(planned),
+                    locations,
                 }
             }
             None => Work {
@@ -282,6 +286,7 @@ pub(super) fn schedule(
                 key,
                 ticket: planned,
                 fallback: None,
+                locations,
             },
         };
         works.push(work);
