@@ -100,9 +100,10 @@ init_cluster() {
   echo "include = 'hyperflight.conf'" >>"$DATA/postgresql.conf"
 }
 
-# Rewritten at every start, so changes to these settings reach existing clusters.
-write_conf() {
-  cat >"$DATA/hyperflight.conf" <<EOF
+# Rewritten at every start, so changes to these settings reach existing clusters (a running one is
+# restarted when they changed: wal_level, for one, takes effect only at a start).
+conf_text() {
+  cat <<EOF
 # Written by scripts/cluster.sh at every start; edits here are lost.
 listen_addresses = '127.0.0.1'
 port = $(port)
@@ -129,7 +130,15 @@ checkpoint_timeout = 30min
 jit = off
 log_min_messages = warning
 log_line_prefix = '%m [%p] %d '
+# Logical decoding for change capture (hyperflight cdc, the live tail, Airbyte CDC).
+wal_level = logical
+max_replication_slots = 32
+max_wal_senders = 32
 EOF
+}
+
+write_conf() {
+  conf_text >"$DATA/hyperflight.conf"
   [ "$IS_ROOT" -eq 1 ] && chown postgres: "$DATA/hyperflight.conf"
   # Loopback TCP and the local socket only, no password: a throwaway dev/test cluster. One role,
   # hyperflight_password_check, must give its password, so tests see real authentication failures.
@@ -153,6 +162,12 @@ start() {
   [ -n "$FALLBACK_REASON" ] && log "$FALLBACK_REASON"
   lock
   if is_running; then
+    if [ "$(conf_text)" != "$(cat "$DATA/hyperflight.conf" 2>/dev/null)" ]; then
+      log "settings changed since the cluster started: restarting it"
+      write_conf
+      as_pg "$PG_BIN/pg_ctl" restart -D "$DATA" -m fast -l "$LOG_FILE" -w -t "$START_TIMEOUT" >&2 \
+        || { tail -n 40 "$LOG_FILE" >&2; die "restart failed"; }
+    fi
     wait_ready || die "server runs but does not accept connections on port $(port)"
     url; return
   fi

@@ -16,6 +16,7 @@
 //! ```
 //!
 //! # Layout
+//! - [`cdc`]: change data capture: set-up, the pgoutput change stream (chunks → hypertables).
 //! - [`cli`]: what the binaries share: logging to stderr, the shutdown signal.
 //! - [`config`]: settings: defaults, TOML file, environment, flags, validation, secrets.
 //! - `error`: the service error, SQLSTATE classification, the one mapping to `tonic::Status`.
@@ -40,6 +41,7 @@
 //! connecting to PostgreSQL (libpq's settings, TLS, tunnels) in `pgconn`.
 
 mod catalog;
+pub mod cdc;
 pub mod cli;
 mod compressed;
 pub mod config;

@@ -1,5 +1,6 @@
-//! `hyperflight`: the Flight server (`serve`), its settings (`check-config`) and a health probe for
-//! container health checks (`health`). Settings: defaults < `--config` file < `HYPERFLIGHT_*` < flags.
+//! `hyperflight`: the Flight server (`serve`), its settings (`check-config`), a health probe for
+//! container health checks (`health`) and change capture set-up (`cdc setup`, `cdc teardown`).
+//! Settings: defaults < `--config` file < `HYPERFLIGHT_*` < flags.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -38,6 +39,43 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Ask a running server for `health`: exit 0 when it answers and reaches its database.
     Health(HealthArgs),
+    /// Change data capture: create or drop the publication and replication slot.
+    #[command(subcommand)]
+    Cdc(CdcCommand),
+}
+
+#[derive(Subcommand)]
+enum CdcCommand {
+    /// Create the publication and the logical replication slot for the given tables; refuse (exit
+    /// 1, saying why and what to run) a set-up that would make users' UPDATEs or DELETEs fail.
+    Setup(CdcSetupArgs),
+    /// Drop the slot (freeing the WAL it retains) and the publication.
+    Teardown(CdcNames),
+}
+
+#[derive(clap::Args)]
+struct CdcNames {
+    #[command(flatten)]
+    settings: Overrides,
+    /// The publication's name.
+    #[arg(long, default_value = "hyperflight")]
+    publication: String,
+    /// The replication slot's name.
+    #[arg(long, default_value = "hyperflight")]
+    slot: String,
+}
+
+#[derive(clap::Args)]
+struct CdcSetupArgs {
+    #[command(flatten)]
+    names: CdcNames,
+    /// Hypertables or plain tables to capture, as schema.table (comma-separated).
+    #[arg(long, value_delimiter = ',', required = true)]
+    tables: Vec<String>,
+    /// `all`: inserts, updates and deletes (every covered table needs a replica identity);
+    /// `inserts`: inserts only, safe for any table.
+    #[arg(long, value_enum, default_value = "all")]
+    publish: server::cdc::Publish,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +151,16 @@ fn main() -> ExitCode {
             Err(code) => code,
         },
         Command::Health(args) => run(health(args)),
+        Command::Cdc(command) => {
+            let names = match &command {
+                CdcCommand::Setup(args) => &args.names,
+                CdcCommand::Teardown(names) => names,
+            };
+            match settings(&names.settings) {
+                Ok((_, config)) => run(cdc(command, config)),
+                Err(code) => code,
+            }
+        }
     }
 }
 
@@ -224,6 +272,48 @@ async fn serve(config: Config) -> Result<(), String> {
     server::run(listener, config, shutdown_signal())
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Runs a `cdc` command on a session that may write (set-up makes a publication and a slot).
+async fn cdc(command: CdcCommand, config: Config) -> Result<(), String> {
+    let client = config
+        .database
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to the database: {e}"))?;
+    match command {
+        CdcCommand::Setup(args) => {
+            let request = server::cdc::SetupRequest {
+                tables: args.tables,
+                publication: args.names.publication,
+                slot: args.names.slot,
+                publish: args.publish,
+            };
+            let report = server::cdc::setup(&client, &request)
+                .await
+                .map_err(|e| e.to_string())?;
+            for statement in &report.statements {
+                println!("{statement};");
+            }
+            println!(
+                "-- slot {:?} streams changes committed after {}; until a stream acknowledges \
+                 them, PostgreSQL keeps their WAL: run `hyperflight cdc teardown` when done",
+                request.slot, report.slot_lsn
+            );
+        }
+        CdcCommand::Teardown(names) => {
+            let done = server::cdc::teardown(&client, &names.publication, &names.slot)
+                .await
+                .map_err(|e| e.to_string())?;
+            if done.is_empty() {
+                println!("-- nothing to drop");
+            }
+            for line in done {
+                println!("-- {line}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn health(args: HealthArgs) -> Result<(), String> {

@@ -1,0 +1,311 @@
+//! Change data capture against the real cluster (`wal_level = logical`): an unsafe set-up refused
+//! by `hyperflight cdc setup`, and a change stream of a hypertable that sees users' inserts,
+//! updates and deletes on chunks (one made while streaming, one compressed) and none of
+//! TimescaleDB's own compression, decompression or chunk drops. Each test has a database of its
+//! own, since publications and slots are database-wide.
+
+use std::process::Command;
+use std::time::Duration;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType, UInt64Type};
+use server::cdc::{self, ChangeStream, Publish, QualifiedName, SetupRequest, StreamOptions};
+use testkit::*;
+
+/// A database of its own, after dropping the idle slots that crashed runs of this test left in
+/// theirs (a slot keeps WAL until it is dropped).
+async fn fresh_database(prefix: &str) -> String {
+    pg(cluster_url())
+        .await
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE database LIKE $1 AND NOT active",
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .unwrap();
+    let url = scratch_database(prefix).await;
+    pg(&url)
+        .await
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+        .unwrap();
+    url
+}
+
+async fn cleanup(url: &str, db: &tokio_postgres::Client, publication: &str, slot: &str) {
+    cdc::teardown(db, publication, slot).await.unwrap();
+    drop_database(url).await;
+}
+
+fn hyperflight_cdc(url: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_hyperflight"))
+        .arg("cdc")
+        .args(args)
+        .arg("--database-url")
+        .arg(url)
+        .env_remove("HYPERFLIGHT_CONFIG")
+        .output()
+        .expect("run hyperflight")
+}
+
+#[tokio::test]
+async fn unsafe_setup_is_refused_with_the_statement_to_run() {
+    let url = fresh_database("hf_cdc_refuse").await;
+    let db = pg(&url).await;
+    db.batch_execute(
+        "CREATE TABLE public.nokey (time timestamptz NOT NULL, v int);
+         SELECT create_hypertable('public.nokey', 'time', chunk_time_interval => interval '1 day');
+         INSERT INTO public.nokey VALUES ('2026-01-01', 1), ('2026-01-02', 2);
+         CREATE TABLE public.keyed (time timestamptz NOT NULL, id int, PRIMARY KEY (time, id));
+         SELECT create_hypertable('public.keyed', 'time');",
+    )
+    .await
+    .unwrap();
+
+    // Both hypertables' chunks share _timescaledb_internal: capturing the keyed one with updates
+    // and deletes published would break UPDATEs on the other.
+    let out = hyperflight_cdc(&url, &["setup", "--tables", "public.keyed"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("public.nokey: no primary key and REPLICA IDENTITY DEFAULT"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ALTER TABLE public.nokey REPLICA IDENTITY FULL;"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--publish inserts"), "{stderr}");
+    assert!(!stderr.contains("public.keyed"), "{stderr}");
+    let made: i64 = db
+        .query_one(
+            "SELECT (SELECT count(*) FROM pg_publication) + (SELECT count(*) FROM pg_replication_slots
+              WHERE database = current_database())",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(made, 0, "a refused set-up creates nothing");
+
+    // Inserts only is safe: it is made, and users' UPDATEs and DELETEs still work.
+    let out = hyperflight_cdc(
+        &url,
+        &["setup", "--tables", "public.keyed", "--publish", "inserts"],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("FOR TABLES IN SCHEMA \"_timescaledb_internal\" WITH (publish = 'insert')"),
+        "{stdout}"
+    );
+    assert_eq!(
+        db.execute("UPDATE public.nokey SET v = v + 1", &[])
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        db.execute("DELETE FROM public.nokey WHERE v = 3", &[])
+            .await
+            .unwrap(),
+        1
+    );
+
+    // A second set-up under the same names is refused; teardown drops both.
+    let out = hyperflight_cdc(
+        &url,
+        &["setup", "--tables", "public.keyed", "--publish", "inserts"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
+    let out = hyperflight_cdc(&url, &["teardown"]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("dropped replication slot \"hyperflight\"")
+            && stdout.contains("dropped publication \"hyperflight\""),
+        "{stdout}"
+    );
+
+    // After the fix the full set-up goes through.
+    db.batch_execute("ALTER TABLE public.nokey REPLICA IDENTITY FULL")
+        .await
+        .unwrap();
+    let report = cdc::setup(
+        &db,
+        &SetupRequest {
+            tables: vec!["public.keyed".into()],
+            publication: "hyperflight".into(),
+            slot: "hyperflight".into(),
+            publish: Publish::All,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(report.statements[0].ends_with("WITH (publish = 'insert, update, delete')"));
+    assert_eq!(
+        db.execute("UPDATE public.nokey SET v = v + 1", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    cleanup(&url, &db, "hyperflight", "hyperflight").await;
+}
+
+/// One decoded change: kind, time (µs), device, value.
+type Row = (String, i64, i32, Option<f64>);
+
+/// Reads changes until a row with device `until` arrives; every wait is bounded.
+async fn read_until(stream: &mut ChangeStream, until: i32, rows: &mut Vec<Row>) {
+    loop {
+        let batch = tokio::time::timeout(Duration::from_secs(60), stream.next())
+            .await
+            .expect("a change within 60 s")
+            .unwrap()
+            .expect("the stream goes on");
+        assert_eq!(batch.table, QualifiedName::new("public", "m"));
+        let b = &batch.batch;
+        let lsn = b.column(1).as_primitive::<UInt64Type>();
+        assert!(lsn.iter().all(|l| l == Some(batch.lsn)));
+        let kind = b.column(0).as_string::<i32>();
+        let time = b.column(3).as_primitive::<TimestampMicrosecondType>();
+        let dev = b.column(4).as_primitive::<Int32Type>();
+        let v = b.column(5).as_primitive::<Float64Type>();
+        let mut done = false;
+        for i in 0..b.num_rows() {
+            let value = (!v.is_null(i)).then(|| v.value(i));
+            rows.push((
+                kind.value(i).to_string(),
+                time.value(i),
+                dev.value(i),
+                value,
+            ));
+            done |= dev.value(i) == until;
+        }
+        if done {
+            return;
+        }
+    }
+}
+
+/// µs since the Unix epoch of 2026-01-DD hh:00 UTC.
+fn at(day: i64, hour: i64) -> i64 {
+    1_767_225_600_000_000 + ((day - 1) * 24 + hour) * 3_600_000_000
+}
+
+#[tokio::test]
+async fn stream_maps_chunks_and_leaves_out_compression() {
+    let url = fresh_database("hf_cdc_stream").await;
+    let db = pg(&url).await;
+    db.batch_execute(
+        "CREATE TABLE public.m (time timestamptz NOT NULL, dev int NOT NULL, v float8,
+                                PRIMARY KEY (time, dev));
+         SELECT create_hypertable('public.m', 'time', chunk_time_interval => interval '1 day');
+         ALTER TABLE public.m SET (timescaledb.compress, timescaledb.compress_segmentby = 'dev');
+         INSERT INTO public.m SELECT t, 1, 0 FROM generate_series(
+             timestamptz '2026-01-01 00:00+00', '2026-01-02 23:00+00', interval '1 hour') t;",
+    )
+    .await
+    .unwrap();
+    cdc::setup(
+        &db,
+        &SetupRequest {
+            tables: vec!["public.m".into()],
+            publication: "hf_pub".into(),
+            slot: "hf_slot".into(),
+            publish: Publish::All,
+        },
+    )
+    .await
+    .unwrap();
+    let mut stream = ChangeStream::start(
+        &config(&url),
+        StreamOptions {
+            slot: "hf_slot".into(),
+            publication: "hf_pub".into(),
+            tables: vec![QualifiedName::new("public", "m")],
+            start_lsn: None,
+        },
+    )
+    .await
+    .unwrap();
+
+    // Users' changes on existing chunks, then a chunk made while streaming (day 5).
+    db.batch_execute(
+        "INSERT INTO public.m VALUES ('2026-01-01 00:30+00', 2, 1.5), ('2026-01-02 00:30+00', 2, 2.5);
+         UPDATE public.m SET v = 7 WHERE time = '2026-01-01 01:00+00' AND dev = 1;
+         DELETE FROM public.m WHERE time = '2026-01-02 02:00+00' AND dev = 1;
+         INSERT INTO public.m VALUES ('2026-01-05 00:00+00', 3, 3.5);",
+    )
+    .await
+    .unwrap();
+    let mut rows = Vec::new();
+    read_until(&mut stream, 3, &mut rows).await;
+    let s = |k: &str| k.to_string();
+    assert_eq!(
+        rows,
+        vec![
+            (s("insert"), at(1, 0) + 1_800_000_000, 2, Some(1.5)),
+            (s("insert"), at(2, 0) + 1_800_000_000, 2, Some(2.5)),
+            (s("update"), at(1, 1), 1, Some(7.0)),
+            // A delete carries the replica identity key (the primary key); the rest is NULL.
+            (s("delete"), at(2, 2), 1, None),
+            (s("insert"), at(5, 0), 3, Some(3.5)),
+        ]
+    );
+
+    // TimescaleDB's own moves: compressing and decompressing a chunk, compressing it again, then
+    // dropping it. None of it is a user change; a sentinel insert marks the end.
+    db.batch_execute(
+        "SELECT decompress_chunk(compress_chunk(c)) FROM show_chunks('public.m') c
+          WHERE c::text LIKE '%_1_chunk';
+         SELECT compress_chunk(c) FROM show_chunks('public.m') c;
+         INSERT INTO public.m VALUES ('2026-01-05 01:00+00', 4, 4.5);",
+    )
+    .await
+    .unwrap();
+    rows.clear();
+    read_until(&mut stream, 4, &mut rows).await;
+    assert_eq!(rows, vec![(s("insert"), at(5, 1), 4, Some(4.5))]);
+    assert!(
+        stream.moved_rows() >= 25,
+        "decompressing the first chunk moves its 25 rows back into it: {} left out",
+        stream.moved_rows()
+    );
+
+    // A user's UPDATE on a compressed chunk: TimescaleDB decompresses the batch (left out), then
+    // the update is one change. Then drop_chunks: nothing.
+    db.batch_execute(
+        "UPDATE public.m SET v = 8 WHERE time = '2026-01-02 05:00+00' AND dev = 1;
+         SELECT drop_chunks('public.m', older_than => timestamptz '2026-01-02 00:00+00');
+         INSERT INTO public.m VALUES ('2026-01-05 02:00+00', 5, 5.5);",
+    )
+    .await
+    .unwrap();
+    rows.clear();
+    read_until(&mut stream, 5, &mut rows).await;
+    assert_eq!(
+        rows,
+        vec![
+            (s("update"), at(2, 5), 1, Some(8.0)),
+            (s("insert"), at(5, 2), 5, Some(5.5)),
+        ]
+    );
+
+    // The final table is what the changes say: day 2 and day 5 remain.
+    let remaining: i64 = db
+        .query_one("SELECT count(*) FROM public.m", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(remaining, 24 + 1 - 1 + 3);
+
+    stream.stop().await.unwrap();
+    cleanup(&url, &db, "hf_pub", "hf_slot").await;
+}
