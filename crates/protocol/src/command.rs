@@ -64,6 +64,12 @@ pub struct Command {
     /// Every endpoint reads one exported snapshot.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub consistent_snapshot: bool,
+    /// A live tail: one `tail` endpoint streaming the table's changes as they commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub follow: bool,
+    /// Where a tail starts: `"now"` (the default) or after an LSN such as `"16/B374D848"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
 }
 
 impl Command {
@@ -75,6 +81,8 @@ impl Command {
             start: None,
             end: None,
             consistent_snapshot: false,
+            follow: false,
+            from: None,
         }
     }
 
@@ -89,6 +97,20 @@ impl Command {
         c.table.parts()?;
         if matches!(&c.columns, Some(cols) if cols.is_empty()) {
             return Err("columns must not be empty".into());
+        }
+        if c.follow
+            && (c.columns.is_some()
+                || c.start.is_some()
+                || c.end.is_some()
+                || c.consistent_snapshot)
+        {
+            return Err(
+                "follow takes only table and from (a tail streams whole rows as they change)"
+                    .into(),
+            );
+        }
+        if c.from.is_some() && !c.follow {
+            return Err("from applies to a tail: set follow to true".into());
         }
         Ok(c)
     }
@@ -124,6 +146,11 @@ mod tests {
                 r#"{"table": "public.m", "consistent_snapshot": 1}"#,
                 "invalid CMD",
             ),
+            (
+                r#"{"table": "public.m", "follow": true, "columns": ["a"]}"#,
+                "follow takes only",
+            ),
+            (r#"{"table": "public.m", "from": "now"}"#, "set follow"),
         ] {
             let e = Command::from_json(bad.as_bytes()).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

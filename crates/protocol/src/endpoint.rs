@@ -26,6 +26,8 @@ pub enum EndpointKind {
     View,
     /// A Flight SQL statement that PostgreSQL runs whole (joins, aggregates, ORDER BY, LIMIT, …).
     Query,
+    /// A live tail: the table's changes as they commit.
+    Tail,
 }
 
 /// The JSON in an endpoint's `app_metadata`. Range bounds use the time dimension's form: RFC 3339

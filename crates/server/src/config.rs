@@ -169,6 +169,14 @@ pub struct Settings {
     pub ticket_ttl_minutes: u64,
     /// A consistent snapshot no scan used for this long is released.
     pub snapshot_idle_seconds: u64,
+    /// The logical replication slot live tails read (`hyperflight cdc setup`).
+    pub cdc_slot: String,
+    /// The publication that slot reads.
+    pub cdc_publication: String,
+    /// A tail sends its pending changes after at most this long.
+    pub tail_max_latency_ms: u64,
+    /// Decoded changes kept for tails to resume from and to catch up.
+    pub tail_buffer_mb: u64,
     /// A client that takes no batch for this long loses its scan slot.
     pub stalled_stream_seconds: u64,
     /// Per-statement limit on the database side for scans.
@@ -232,6 +240,10 @@ impl Default for Settings {
             ticket_secret_file: None,
             ticket_ttl_minutes: 60,
             snapshot_idle_seconds: 60,
+            cdc_slot: "hyperflight".into(),
+            cdc_publication: "hyperflight".into(),
+            tail_max_latency_ms: 500,
+            tail_buffer_mb: 64,
             stalled_stream_seconds: 30,
             statement_timeout_seconds: 3_600,
             shutdown_grace_seconds: 30,
@@ -369,6 +381,18 @@ pub struct Overrides {
     /// Seconds after which a consistent snapshot no scan uses is released.
     #[arg(long)]
     pub snapshot_idle_seconds: Option<u64>,
+    /// Logical replication slot live tails read.
+    #[arg(long)]
+    pub cdc_slot: Option<String>,
+    /// Publication that slot reads.
+    #[arg(long)]
+    pub cdc_publication: Option<String>,
+    /// Milliseconds a tail's pending changes may wait before they are sent.
+    #[arg(long)]
+    pub tail_max_latency_ms: Option<u64>,
+    /// Megabytes of decoded changes kept for tails.
+    #[arg(long)]
+    pub tail_buffer_mb: Option<u64>,
     /// Seconds a client may take no batch before its stream gives up its scan slot.
     #[arg(long)]
     pub stalled_stream_seconds: Option<u64>,
@@ -605,6 +629,18 @@ impl Settings {
                 1,
                 86_400,
             )?),
+            tail: crate::cdc::TailSettings {
+                slot: non_empty("cdc_slot", self.cdc_slot)?,
+                publication: non_empty("cdc_publication", self.cdc_publication)?,
+                batch_rows: self.batch_rows,
+                max_latency: Duration::from_millis(in_range(
+                    "tail_max_latency_ms",
+                    self.tail_max_latency_ms,
+                    1,
+                    60_000,
+                )?),
+                buffer_bytes: in_range("tail_buffer_mb", self.tail_buffer_mb, 1, 1 << 20)? << 20,
+            },
             statement_timeout: Duration::from_secs(in_range(
                 "statement_timeout_seconds",
                 self.statement_timeout_seconds,
@@ -699,6 +735,14 @@ impl Settings {
             host_keys: pgconn::HostKeys::File(known_hosts),
         }))
     }
+}
+
+/// A name that must not be empty.
+fn non_empty(setting: &'static str, value: String) -> Result<String, ConfigError> {
+    if value.is_empty() {
+        return Err(invalid(setting, "must not be empty"));
+    }
+    Ok(value)
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -848,6 +892,8 @@ pub struct Config {
     pub ticket_ttl: Duration,
     /// A consistent snapshot unused this long is released.
     pub snapshot_idle: Duration,
+    /// The live tail: slot, publication, batching, buffer.
+    pub tail: crate::cdc::TailSettings,
     /// A client that takes no batch this long loses its scan.
     pub stall_timeout: Duration,
     /// Database-side limit on one scan statement.

@@ -59,6 +59,9 @@ pub enum Error {
     /// COPY data the server could not turn into Arrow.
     #[error(transparent)]
     Decode(#[from] pgarrow::Error),
+    /// A live tail failed; its own mapping (`From<CdcError> for Status`) gives the status.
+    #[error(transparent)]
+    Tail(#[from] crate::cdc::CdcError),
     /// Arrow failed to build or encode a batch.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -154,6 +157,7 @@ impl From<PoolError> for Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Status {
         let (code, message) = match &e {
+            Error::Tail(tail) => return tail.into(),
             Error::Ticket(_) | Error::InvalidRequest(_) => (Code::InvalidArgument, e.to_string()),
             Error::UnknownTable(_) | Error::ChunkGone(_) => (Code::NotFound, e.to_string()),
             Error::Rewritten(_) | Error::SnapshotGone(_) => {

@@ -123,6 +123,12 @@ pub async fn run_with(
         budget: Arc::new(MemoryBudget::new(config.max_memory_bytes, metrics.clone())),
         metrics: metrics.clone(),
     };
+    let tail = Arc::new(crate::cdc::TailHub::new(
+        config.tail.clone(),
+        config.database.target().clone(),
+        catalog.clone(),
+        pool.clone(),
+    ));
     let snapshots = Arc::new(Snapshots::new(pool, config.snapshot_idle));
     let service = Arc::new_cyclic(|this| {
         Service::new(
@@ -131,6 +137,7 @@ pub async fn run_with(
             planner,
             scanner,
             snapshots.clone(),
+            tail,
             config.auth_token.clone(),
             crate::fleet::Fleet::new(&config.fleet),
         )

@@ -45,6 +45,8 @@ pub struct Service {
     sql: FlightSql,
     /// The peers listed as endpoint locations, and the standby replay check.
     fleet: Fleet,
+    /// Live tails (`"follow": true`).
+    tail: Arc<crate::cdc::TailHub>,
     /// Recent FlightInfos by descriptor (see [`PLAN_REUSE`]).
     plans: moka::future::Cache<Vec<u8>, Arc<CachedPlan>>,
 }
@@ -74,10 +76,12 @@ impl Service {
         planner: Planner,
         scanner: Scanner,
         snapshots: Arc<Snapshots>,
+        tail: Arc<crate::cdc::TailHub>,
         auth_token: Option<String>,
         fleet: Fleet,
     ) -> Self {
         Service {
+            tail,
             sql: FlightSql::new(this, scanner.pool.clone()),
             catalog,
             planner,
@@ -122,6 +126,9 @@ impl Service {
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
         self.open()?;
+        if let Some(from) = crate::cdc::tail_request(&descriptor) {
+            return self.tail_info(descriptor, from).await;
+        }
         let request = TableRequest::from_descriptor(&descriptor)?;
         self.table_info(request, descriptor).await
     }
@@ -261,11 +268,97 @@ impl Service {
             .collect()
     }
 
-    /// Verifies a ticket, resolves it against current discovery and starts its scan: the batches
-    /// with their resume tickets, and their schema.
-    async fn start_scan(&self, ticket: &[u8]) -> Result<(SchemaRef, Boxed<ResumableBatch>), Error> {
+    /// A tail's FlightInfo: one `tail` endpoint whose ticket starts after `from` (an LSN, or the
+    /// current end of the WAL for "now").
+    async fn tail_info(
+        &self,
+        descriptor: FlightDescriptor,
+        from: Option<String>,
+    ) -> Result<FlightInfo, Error> {
+        let request = TableRequest::from_descriptor(&descriptor)?;
+        let snapshot = self.catalog.snapshot().await?;
+        let table = self.planner.table(&snapshot, &request.table)?;
+        if !matches!(
+            table.kind,
+            TableKind::Hypertable { .. } | TableKind::Plain { .. }
+        ) {
+            return Err(Error::InvalidRequest(format!(
+                "{} is not a hypertable or a plain table: only those can be followed",
+                table.name
+            )));
+        }
+        let schema = crate::cdc::TailHub::schema(table)?;
+        let after = match from.as_deref() {
+            None | Some("now") => self.tail.now().await?,
+            Some(lsn) => crate::cdc::parse_lsn(lsn)?,
+        };
+        let expires_at_ms = self.planner.expiry(now_ms());
+        let ticket = self.planner.signer.sign(&crate::ticket::TicketBody {
+            table_schema: table.name.schema.clone(),
+            table_name: table.name.name.clone(),
+            tail_after_lsn: Some(after),
+            expires_at_ms,
+            ..crate::ticket::TicketBody::current()
+        });
+        let metadata = protocol::EndpointMetadata::new(protocol::EndpointKind::Tail, -1, -1);
+        let endpoint = FlightEndpoint::new()
+            .with_ticket(Ticket::new(ticket))
+            .with_app_metadata(metadata.to_json());
+        Ok(FlightInfo::new()
+            .try_with_schema(&schema)?
+            .with_descriptor(descriptor)
+            .with_endpoint(endpoint)
+            .with_total_records(-1)
+            .with_total_bytes(-1))
+    }
+
+    /// A tail's DoGet: the table's changes after the ticket's LSN, each batch with a ticket that
+    /// resumes after it.
+    async fn tail_stream(
+        &self,
+        body: crate::ticket::TicketBody,
+        after: u64,
+    ) -> Result<Boxed<FlightData>, Error> {
+        let snapshot = self.catalog.snapshot().await?;
+        let name = crate::catalog::QualifiedName::new(&body.table_schema, &body.table_name);
+        let table = self.planner.table(&snapshot, &name)?.clone();
+        let schema = crate::cdc::TailHub::schema(&table)?;
+        let changes = self.tail.follow(table, after).await?;
+        let signer = self.planner.signer.clone();
+        let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
+        let resume = move |lsn: u64| {
+            signer.sign(&crate::ticket::TicketBody {
+                tail_after_lsn: Some(lsn),
+                expires_at_ms: now_ms().saturating_add(ttl_ms),
+                ..body.clone()
+            })
+        };
+        Ok(Box::pin(crate::cdc::tail_flight_data(
+            schema,
+            name.to_string(),
+            changes,
+            resume,
+            self.metrics.clone(),
+        )))
+    }
+
+    /// Verifies a ticket and starts its stream: a live tail's changes, or an endpoint's scan.
+    async fn start_stream(&self, ticket: &[u8]) -> Result<Boxed<FlightData>, Error> {
         self.open()?;
         let body = self.planner.signer.verify(ticket, now_ms())?;
+        if let Some(after) = body.tail_after_lsn {
+            return self.tail_stream(body, after).await;
+        }
+        let (schema, batches) = self.start_scan(body).await?;
+        Ok(Box::pin(flight_data(schema, batches, self.metrics.clone())))
+    }
+
+    /// Resolves a verified scan ticket against current discovery and starts its scan: the batches
+    /// with their resume tickets, and their schema.
+    async fn start_scan(
+        &self,
+        body: crate::ticket::TicketBody,
+    ) -> Result<(SchemaRef, Boxed<ResumableBatch>), Error> {
         // On a standby, only once it has replayed what the plan saw (else UNAVAILABLE: the client
         // reads this endpoint from another location).
         self.fleet
@@ -319,8 +412,17 @@ impl Service {
     /// encoding and gRPC framing of a Flight stream, each with its resume ticket (as the Flight
     /// stream's `app_metadata`). Errors are the statuses DoGet would answer.
     pub async fn read_local(&self, ticket: &[u8]) -> Result<Boxed<ResumableBatch>, Status> {
-        self.start_scan(ticket)
-            .await
+        let scan = async {
+            self.open()?;
+            let body = self.planner.signer.verify(ticket, now_ms())?;
+            if body.tail_after_lsn.is_some() {
+                return Err(Error::InvalidRequest(
+                    "a tail ticket is read with DoGet, not in-process".into(),
+                ));
+            }
+            self.start_scan(body).await
+        };
+        scan.await
             .map(|(_, batches)| batches)
             .map_err(|e| {
                 let status = Status::from(e);
@@ -468,11 +570,8 @@ impl FlightService for Service {
         if crate::sql::is_ticket(request.get_ref()) {
             return FlightService::do_get(&self.sql, request).await;
         }
-        self.start_scan(&request.get_ref().ticket)
+        self.start_stream(&request.get_ref().ticket)
             .await
-            .map(|(schema, batches)| -> Self::DoGetStream {
-                Box::pin(flight_data(schema, batches, self.metrics.clone()))
-            })
             .map(Response::new)
             .map_err(|e| {
                 let status = Status::from(e);

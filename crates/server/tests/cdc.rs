@@ -34,6 +34,17 @@ async fn fresh_database(prefix: &str) -> String {
 }
 
 async fn cleanup(url: &str, db: &tokio_postgres::Client, publication: &str, slot: &str) {
+    // A stopped stream's walsender exits a moment after the client closed the connection.
+    wait_until(Duration::from_secs(30), "the slot is released", || async {
+        db.query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    })
+    .await;
     cdc::teardown(db, publication, slot).await.unwrap();
     drop_database(url).await;
 }
@@ -308,4 +319,136 @@ async fn stream_maps_chunks_and_leaves_out_compression() {
 
     stream.stop().await.unwrap();
     cleanup(&url, &db, "hf_pub", "hf_slot").await;
+}
+
+/// Reads a tail until `rows` rows arrived (bounded in time); returns each batch's ids and ticket.
+async fn tail_rows(
+    server: &TestServer,
+    ticket: arrow_flight::Ticket,
+    rows: usize,
+) -> Vec<(Vec<i64>, bytes::Bytes)> {
+    use futures::TryStreamExt;
+    let mut client = server.client().await;
+    let mut stream = client.do_get(ticket).await.unwrap().into_inner();
+    let mut out = Vec::new();
+    let mut seen = 0;
+    while seen < rows {
+        let data = tokio::time::timeout(Duration::from_secs(60), stream.try_next())
+            .await
+            .expect("a tail batch within 60 s")
+            .unwrap()
+            .expect("the tail goes on");
+        if let arrow_flight::decode::DecodedPayload::RecordBatch(b) = data.payload {
+            assert_eq!(b.schema().field(0).name(), cdc::CHANGE_COLUMN);
+            assert!(b
+                .column(0)
+                .as_string::<i32>()
+                .iter()
+                .all(|k| k == Some("insert")));
+            let ids = b.column(4).as_primitive::<arrow::datatypes::Int64Type>();
+            seen += b.num_rows();
+            out.push((ids.values().to_vec(), data.inner.app_metadata));
+        }
+    }
+    out
+}
+
+async fn walsenders(db: &tokio_postgres::Client) -> i64 {
+    db.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'hyperflight-cdc'
+           AND datname = current_database()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn tails_share_one_slot_and_see_a_concurrent_writer() {
+    let url = fresh_database("hf_cdc_tail").await;
+    let db = pg(&url).await;
+    db.batch_execute(
+        "CREATE TABLE public.t (time timestamptz NOT NULL, id int8 NOT NULL, PRIMARY KEY (time, id));
+         SELECT create_hypertable('public.t', 'time', chunk_time_interval => interval '1 day');
+         INSERT INTO public.t VALUES ('2026-01-01', 0);",
+    )
+    .await
+    .unwrap();
+    cdc::setup(
+        &db,
+        &SetupRequest {
+            tables: vec!["public.t".into()],
+            publication: "hyperflight".into(),
+            slot: "hyperflight".into(),
+            publish: Publish::All,
+        },
+    )
+    .await
+    .unwrap();
+    let mut settings = config(&url);
+    settings.tail.max_latency = Duration::from_millis(100);
+    let server = TestServer::start(settings).await;
+    let info = server
+        .client()
+        .await
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(
+            r#"{"table": "public.t", "follow": true}"#,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(info.endpoint.len(), 1);
+    let meta = protocol::EndpointMetadata::from_json(&info.endpoint[0].app_metadata).unwrap();
+    assert_eq!(meta.kind, protocol::EndpointKind::Tail);
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+
+    // Two tails, then a writer: 20 transactions of 50 rows, from day 1 into a new chunk (day 3).
+    const ROWS: usize = 1_000;
+    let a = tail_rows(&server, ticket.clone(), ROWS);
+    let b = tail_rows(&server, ticket.clone(), ROWS);
+    let writer = async {
+        // Both tails subscribe before the first write commits (the ticket starts at "now" anyway).
+        wait_until(
+            Duration::from_secs(30),
+            "the tail session starts",
+            || async { walsenders(&db).await == 1 },
+        )
+        .await;
+        for tx in 0..20i64 {
+            db.execute(
+                "INSERT INTO public.t SELECT timestamptz '2026-01-01' + g * interval '1 minute', g
+                 FROM generate_series($1::int8, $1 + 49) g",
+                &[&(1 + tx * 50 + if tx >= 10 { 2_880 } else { 0 })],
+            )
+            .await
+            .unwrap();
+        }
+        // Both tails share one replication session.
+        assert_eq!(walsenders(&db).await, 1);
+    };
+    let (a, b, ()) = tokio::join!(a, b, writer);
+    let expected: Vec<i64> = (1..=500).chain(3_381..=3_880).collect();
+    for read in [&a, &b] {
+        let ids: Vec<i64> = read.iter().flat_map(|(ids, _)| ids.clone()).collect();
+        assert_eq!(ids, expected);
+    }
+
+    // A resume from a batch's ticket delivers exactly the rows after it.
+    let (first, resume) = &a[0];
+    let rest = tail_rows(
+        &server,
+        arrow_flight::Ticket::new(resume.clone()),
+        ROWS - first.len(),
+    )
+    .await;
+    let ids: Vec<i64> = rest.iter().flat_map(|(ids, _)| ids.clone()).collect();
+    assert_eq!(ids, expected[first.len()..]);
+
+    // With every tail gone, the replication session ends and the slot is free.
+    wait_until(Duration::from_secs(30), "the tail session ends", || async {
+        walsenders(&db).await == 0
+    })
+    .await;
+    drop(server);
+    cleanup(&url, &db, "hyperflight", "hyperflight").await;
 }

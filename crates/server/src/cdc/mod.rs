@@ -8,6 +8,8 @@
 //! - `pgoutput`: the Relation, Insert, Update and Delete messages; never panics.
 //! - `stream`: [`ChangeStream`]: chunks → hypertables, TimescaleDB's compression moves left out,
 //!   each transaction's rows decoded by `pgarrow` (binary values, the same type table as reads).
+//! - `tail`: [`TailHub`]: the live tail over Flight; one session on the slot shared by every tail,
+//!   a bounded replay buffer, per-client batching by size or latency, LSN resume tickets.
 //!
 //! The replication protocol itself (framing, authentication, TLS, keepalives, feedback) is the
 //! `pgwire-replication` crate's.
@@ -16,12 +18,15 @@ mod connect;
 mod pgoutput;
 mod setup;
 mod stream;
+mod tail;
 
 pub use setup::{setup, teardown, Publish, SetupReport, SetupRequest, Unsafe};
 pub use stream::{
     change_schema, ChangeBatch, ChangeStream, StreamOptions, CHANGE_COLUMN, COMMIT_TIME_COLUMN,
     LSN_COLUMN,
 };
+
+pub use tail::{parse_lsn, tail_flight_data, tail_request, TailHub, TailItem, TailSettings};
 
 pub use crate::catalog::QualifiedName;
 
@@ -37,12 +42,9 @@ pub enum CdcError {
     /// A followed table is not exposed (or does not exist).
     #[error("no exposed table {0}")]
     NotFound(String),
-    /// A SQL statement failed.
-    #[error("database: {0}")]
-    Database(#[from] tokio_postgres::Error),
-    /// Discovery failed.
+    /// A SQL statement or discovery failed (classified once, as for reads).
     #[error("{0}")]
-    Catalog(#[from] crate::error::DbError),
+    Database(#[from] crate::error::DbError),
     /// The replication session failed.
     #[error("replication: {0}")]
     Replication(#[from] pgwire_replication::PgWireError),
@@ -52,4 +54,52 @@ pub enum CdcError {
     /// A value could not be decoded.
     #[error("decoding a change: {0}")]
     Decode(#[from] pgarrow::Error),
+    /// The changes asked for are no longer held, or the slot is missing: start again.
+    #[error("{0}")]
+    Gone(String),
+    /// A tail read slower than changes arrived and was cut; it resumes from its last ticket.
+    #[error("{0}")]
+    Behind(String),
+    /// The shared replication session ended.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<tokio_postgres::Error> for CdcError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        CdcError::Database(e.into())
+    }
+}
+
+impl From<&CdcError> for tonic::Status {
+    fn from(e: &CdcError) -> Self {
+        let text = e.to_string();
+        match e {
+            CdcError::Refused(_) => tonic::Status::invalid_argument(text),
+            CdcError::Unsupported(_) => tonic::Status::unimplemented(text),
+            CdcError::NotFound(_) => tonic::Status::not_found(text),
+            CdcError::Gone(_) => tonic::Status::failed_precondition(text),
+            CdcError::Behind(_) => tonic::Status::aborted(text),
+            CdcError::Unavailable(_) => tonic::Status::unavailable(text),
+            CdcError::Replication(_) => {
+                tracing::warn!("live tail: {text}");
+                tonic::Status::unavailable(
+                    "the live tail's replication session failed (the server log says why)",
+                )
+            }
+            CdcError::Database(db) => crate::error::Error::Database(db.clone()).into(),
+            CdcError::Protocol(_) | CdcError::Decode(_) => {
+                tracing::error!("live tail: {text}");
+                tonic::Status::internal(
+                    "the change stream could not be decoded (the server log says why)",
+                )
+            }
+        }
+    }
+}
+
+impl From<CdcError> for tonic::Status {
+    fn from(e: CdcError) -> Self {
+        (&e).into()
+    }
 }

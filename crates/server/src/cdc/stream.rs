@@ -88,7 +88,7 @@ const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 /// Reads one slot; see the module docs.
 pub struct ChangeStream {
     client: ReplicationClient,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     follow: Vec<QualifiedName>,
     /// Relation oid → what its rows become; `None`: not followed (other tables, compressed chunks,
     /// materialization chunks).
@@ -109,25 +109,31 @@ pub struct ChangeStream {
 }
 
 impl ChangeStream {
-    /// Connects to the slot and starts streaming.
+    /// Connects to the slot and starts streaming, discovering tables as the server's settings
+    /// say (`schemas`, `tables_include`, `tables_exclude`).
     pub async fn start(config: &Config, options: StreamOptions) -> Result<ChangeStream, CdcError> {
-        let mut replication = super::connect::replication_config(
-            config.database.target(),
-            &options.slot,
-            &options.publication,
-        )?;
-        if let Some(lsn) = options.start_lsn {
-            replication = replication.with_start_lsn(Lsn(lsn));
-        }
-        let pool = crate::db::pool(config);
         let catalog = Catalog::new(
-            pool,
+            crate::db::pool(config),
             None,
             config.timescaledb_support,
             config.schemas.clone(),
             config.tables.clone(),
             Arc::new(crate::metrics::Metrics::new()),
         );
+        Self::start_with(config.database.target(), Arc::new(catalog), options).await
+    }
+
+    /// Connects to the slot as `target` says, mapping relations with `catalog`.
+    pub(crate) async fn start_with(
+        target: &pgconn::Target,
+        catalog: Arc<Catalog>,
+        options: StreamOptions,
+    ) -> Result<ChangeStream, CdcError> {
+        let mut replication =
+            super::connect::replication_config(target, &options.slot, &options.publication)?;
+        if let Some(lsn) = options.start_lsn {
+            replication = replication.with_start_lsn(Lsn(lsn));
+        }
         let mut client = ReplicationClient::connect_gated(replication).await?;
         // A walsender runs no SQL, so TimescaleDB's loader never loads the extension in it, and
         // decoding a compressed chunk's row (its type's send function is TimescaleDB's) fails with
@@ -148,7 +154,7 @@ impl ChangeStream {
             moved_rows: 0,
             position: options.start_lsn.unwrap_or(0),
         };
-        stream.discover().await?;
+        stream.discover(false).await?;
         Ok(stream)
     }
 
@@ -271,7 +277,7 @@ impl ChangeStream {
     async fn relation(&mut self, rel: pgoutput::Relation) -> Result<(), CdcError> {
         let name = QualifiedName::new(rel.schema.clone(), rel.name.clone());
         if !self.names.contains_key(&name) {
-            self.discover().await?;
+            self.discover(true).await?;
         }
         let target = match self.names.get(&name) {
             None => None,
@@ -291,9 +297,14 @@ impl ChangeStream {
         Ok(())
     }
 
-    /// Discovers the followed tables and their chunks, and plans their columns.
-    async fn discover(&mut self) -> Result<(), CdcError> {
-        let snapshot = self.catalog.snapshot().await?;
+    /// Discovers the followed tables and their chunks (`fresh`: bypassing the cache, for a chunk
+    /// made since), and plans their columns.
+    async fn discover(&mut self, fresh: bool) -> Result<(), CdcError> {
+        let snapshot = if fresh {
+            self.catalog.refresh().await?
+        } else {
+            self.catalog.snapshot().await?
+        };
         for name in &self.follow {
             if snapshot.table(name).is_none() {
                 return Err(CdcError::NotFound(name.to_string()));
@@ -361,7 +372,7 @@ impl ChangeStream {
 
 /// The table's columns as the type table plans them. A type scans read as text (cast in SQL) has
 /// no binary decoder, and a change carries its binary form: refused, naming the column.
-fn plans(table: &Table) -> Result<Vec<ColumnPlan>, CdcError> {
+pub(crate) fn plans(table: &Table) -> Result<Vec<ColumnPlan>, CdcError> {
     table
         .columns
         .iter()
