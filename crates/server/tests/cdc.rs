@@ -64,6 +64,8 @@ fn hyperflight_cdc(url: &str, args: &[&str]) -> std::process::Output {
 async fn unsafe_setup_is_refused_with_the_statement_to_run() {
     let url = fresh_database("hf_cdc_refuse").await;
     let db = pg(&url).await;
+    // Slot names are cluster-wide.
+    let slot = format!("hf_refuse_{}", std::process::id());
     db.batch_execute(
         "CREATE TABLE public.nokey (time timestamptz NOT NULL, v int);
          SELECT create_hypertable('public.nokey', 'time', chunk_time_interval => interval '1 day');
@@ -76,7 +78,10 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
 
     // Both hypertables' chunks share _timescaledb_internal: capturing the keyed one with updates
     // and deletes published would break UPDATEs on the other.
-    let out = hyperflight_cdc(&url, &["setup", "--tables", "public.keyed"]);
+    let out = hyperflight_cdc(
+        &url,
+        &["setup", "--tables", "public.keyed", "--slot", &slot],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
     assert!(
@@ -103,7 +108,15 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
     // Inserts only is safe: it is made, and users' UPDATEs and DELETEs still work.
     let out = hyperflight_cdc(
         &url,
-        &["setup", "--tables", "public.keyed", "--publish", "inserts"],
+        &[
+            "setup",
+            "--tables",
+            "public.keyed",
+            "--publish",
+            "inserts",
+            "--slot",
+            &slot,
+        ],
     );
     assert!(
         out.status.success(),
@@ -131,15 +144,23 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
     // A second set-up under the same names is refused; teardown drops both.
     let out = hyperflight_cdc(
         &url,
-        &["setup", "--tables", "public.keyed", "--publish", "inserts"],
+        &[
+            "setup",
+            "--tables",
+            "public.keyed",
+            "--publish",
+            "inserts",
+            "--slot",
+            &slot,
+        ],
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("exists already"));
-    let out = hyperflight_cdc(&url, &["teardown"]);
+    let out = hyperflight_cdc(&url, &["teardown", "--slot", &slot]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("dropped replication slot \"hyperflight\"")
+        stdout.contains(&format!("dropped replication slot {slot:?}"))
             && stdout.contains("dropped publication \"hyperflight\""),
         "{stdout}"
     );
@@ -153,7 +174,7 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
         &SetupRequest {
             tables: vec!["public.keyed".into()],
             publication: "hyperflight".into(),
-            slot: "hyperflight".into(),
+            slot: slot.clone(),
             publish: Publish::All,
         },
     )
@@ -166,7 +187,7 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
             .unwrap(),
         1
     );
-    cleanup(&url, &db, "hyperflight", "hyperflight").await;
+    cleanup(&url, &db, "hyperflight", &slot).await;
 }
 
 /// One decoded change: kind, time (µs), device, value.
@@ -375,18 +396,20 @@ async fn tails_share_one_slot_and_see_a_concurrent_writer() {
     )
     .await
     .unwrap();
+    let slot = format!("hf_tail_{}", std::process::id());
     cdc::setup(
         &db,
         &SetupRequest {
             tables: vec!["public.t".into()],
             publication: "hyperflight".into(),
-            slot: "hyperflight".into(),
+            slot: slot.clone(),
             publish: Publish::All,
         },
     )
     .await
     .unwrap();
     let mut settings = config(&url);
+    settings.tail.slot = slot.clone();
     settings.tail.max_latency = Duration::from_millis(100);
     let server = TestServer::start(settings).await;
     let info = server
@@ -450,5 +473,131 @@ async fn tails_share_one_slot_and_see_a_concurrent_writer() {
     })
     .await;
     drop(server);
-    cleanup(&url, &db, "hyperflight", "hyperflight").await;
+    cleanup(&url, &db, "hyperflight", &slot).await;
+}
+
+#[tokio::test]
+async fn a_slow_tail_is_cut_and_resumes_from_its_last_ticket() {
+    let url = fresh_database("hf_cdc_slow").await;
+    let db = pg(&url).await;
+    db.batch_execute(
+        "CREATE TABLE public.t (time timestamptz NOT NULL, id int8 NOT NULL, pad text,
+                                PRIMARY KEY (time, id));
+         SELECT create_hypertable('public.t', 'time');",
+    )
+    .await
+    .unwrap();
+    let slot = format!("hf_slow_{}", std::process::id());
+    cdc::setup(
+        &db,
+        &SetupRequest {
+            tables: vec!["public.t".into()],
+            publication: "hyperflight".into(),
+            slot: slot.clone(),
+            publish: Publish::All,
+        },
+    )
+    .await
+    .unwrap();
+    let mut settings = config(&url);
+    settings.tail.slot = slot.clone();
+    settings.tail.max_latency = Duration::from_millis(50);
+    settings.tail.buffer_bytes = 8 << 20;
+    let server = TestServer::start(settings).await;
+    let info = server
+        .client()
+        .await
+        .get_flight_info(arrow_flight::FlightDescriptor::new_cmd(
+            r#"{"table": "public.t", "follow": true}"#,
+        ))
+        .await
+        .unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut client = server.client().await;
+    let mut stream = client.do_get(ticket).await.unwrap().into_inner();
+    let insert = |from: i64| {
+        let db = &db;
+        async move {
+            db.execute(
+                "INSERT INTO public.t SELECT timestamptz '2026-01-01' + g * interval '1 second', g,
+                        repeat('x', 200)
+                 FROM generate_series($1::int8, $1 + 999) g",
+                &[&from],
+            )
+            .await
+            .unwrap();
+        }
+    };
+    // One transaction read, then 150 more (about 40 MB decoded: more than the buffer, sockets and
+    // HTTP/2 windows hold) while the client reads nothing.
+    insert(0).await;
+    use futures::TryStreamExt;
+    let mut ids: Vec<i64> = Vec::new();
+    let mut last_ticket = None;
+    fn take(
+        data: arrow_flight::decode::DecodedFlightData,
+        ids: &mut Vec<i64>,
+        last_ticket: &mut Option<bytes::Bytes>,
+    ) {
+        if let arrow_flight::decode::DecodedPayload::RecordBatch(b) = &data.payload {
+            let column = b.column(4).as_primitive::<arrow::datatypes::Int64Type>();
+            ids.extend(column.values().iter());
+            *last_ticket = Some(data.inner.app_metadata.clone());
+        }
+    }
+    while last_ticket.is_none() {
+        let data = tokio::time::timeout(Duration::from_secs(60), stream.try_next())
+            .await
+            .expect("the first batch within 60 s")
+            .unwrap()
+            .expect("the tail goes on");
+        take(data, &mut ids, &mut last_ticket);
+    }
+    for tx in 1..=150 {
+        insert(tx * 1_000).await;
+    }
+    // Reading again: what was queued, then ABORTED.
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(60), stream.try_next())
+            .await
+            .expect("the tail answers within 60 s")
+        {
+            Ok(Some(data)) => take(data, &mut ids, &mut last_ticket),
+            Ok(None) => panic!("a cut tail ends with a status, not a clean end"),
+            Err(e) => break status(e),
+        }
+    };
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(
+        ids.len() < 151_000,
+        "the client was cut before reading everything"
+    );
+    // Its last ticket resumes exactly after what it got. Catching up replays faster than a
+    // client reads, so a resumed tail may be cut again: each resume goes on from the last ticket.
+    let mut cuts = 0;
+    while ids.len() < 151_000 {
+        let ticket = arrow_flight::Ticket::new(last_ticket.clone().unwrap());
+        let mut stream = client.do_get(ticket).await.unwrap().into_inner();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(60), stream.try_next())
+                .await
+                .expect("the tail answers within 60 s")
+            {
+                Ok(Some(data)) => take(data, &mut ids, &mut last_ticket),
+                Ok(None) => panic!("a tail ends with a status, not a clean end"),
+                Err(e) => {
+                    assert_eq!(testkit::status(e).code(), tonic::Code::Aborted);
+                    cuts += 1;
+                    assert!(cuts < 100, "each resume makes progress");
+                    break;
+                }
+            }
+            if ids.len() >= 151_000 {
+                break;
+            }
+        }
+    }
+    assert_eq!(ids, (0..151_000).collect::<Vec<i64>>());
+    drop(server);
+    cleanup(&url, &db, "hyperflight", &slot).await;
 }

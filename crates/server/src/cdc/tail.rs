@@ -64,8 +64,12 @@ struct State {
     ring_bytes: u64,
     total_bytes: u64,
     next_seq: u64,
-    /// Changes at or before this LSN can no longer be replayed (acknowledged, or before the start).
-    gone_upto: u64,
+    /// Followed changes at or before this LSN can no longer be replayed: they left the buffer (and
+    /// the slot was acknowledged past them), or came before this process first read the slot.
+    /// Kept across sessions; `None` before the first.
+    gone_upto: Option<u64>,
+    /// The last position this process acknowledged on the slot.
+    acked: u64,
     /// Why the replication session ended, if it did: every tail ends with it.
     failed: Option<String>,
 }
@@ -125,24 +129,39 @@ impl TailHub {
     ) -> Result<mpsc::Receiver<TailItem>, CdcError> {
         let schema = Self::schema(&table)?;
         let confirmed = self.slot_position().await?;
-        let start_seq = {
+        let (start_seq, start_bytes) = {
             let mut state = self.state.lock().expect("tail state");
             if state.task.is_none() {
+                // A new session replays from the slot's acknowledged position. Every followed change
+                // before it left the buffer earlier (gone_upto) unless someone else advanced the
+                // slot since this process last acknowledged it.
+                let gone = match state.gone_upto {
+                    Some(gone) if confirmed <= state.acked => gone,
+                    _ => confirmed,
+                };
                 *state = State {
-                    gone_upto: confirmed,
+                    gone_upto: Some(gone),
+                    acked: confirmed,
                     ..State::default()
                 };
                 state.task = Some(self.spawn_session());
             }
-            if after < state.gone_upto {
+            let gone = state.gone_upto.unwrap_or_default();
+            if after < gone {
                 return Err(CdcError::Gone(format!(
                     "changes after {} are no longer held (the tail holds those after {}): start again from \"now\"",
                     Lsn(after),
-                    Lsn(state.gone_upto)
+                    Lsn(gone)
                 )));
             }
             state.subscribers += 1;
-            state.ring.front().map_or(state.next_seq, |e| e.seq)
+            let start_bytes = state.ring.front().map_or(state.total_bytes, |e| {
+                e.end_bytes - e.batch.batch.get_array_memory_size() as u64
+            });
+            (
+                state.ring.front().map_or(state.next_seq, |e| e.seq),
+                start_bytes,
+            )
         };
         let (tx, rx) = mpsc::channel(2);
         let tail = Tail {
@@ -151,6 +170,8 @@ impl TailHub {
             schema,
             cursor: start_seq,
             after,
+            taken_bytes: start_bytes,
+            sent_bytes: start_bytes,
         };
         tokio::spawn(tail.run(tx));
         Ok(rx)
@@ -222,7 +243,11 @@ impl TailHub {
             if let Some(task) = state.task.take() {
                 task.abort();
             }
-            *state = State::default();
+            *state = State {
+                gone_upto: state.gone_upto,
+                acked: state.acked,
+                ..State::default()
+            };
         }
     }
 }
@@ -245,13 +270,16 @@ fn push(state: &Mutex<State>, batch: ChangeBatch, cap: u64, position: u64) -> u6
     while s.ring_bytes > cap && s.ring.len() > 1 {
         let old = s.ring.pop_front().expect("not empty");
         s.ring_bytes -= old.batch.batch.get_array_memory_size() as u64;
-        s.gone_upto = s.gone_upto.max(old.batch.lsn);
+        s.gone_upto = Some(s.gone_upto.unwrap_or_default().max(old.batch.lsn));
     }
-    // Everything before the oldest buffered transaction is either gone or was never followed.
-    match s.ring.front() {
-        Some(first) => s.gone_upto.max(first.batch.lsn.saturating_sub(1)),
+    // The slot may forget what left the buffer; with nothing buffered, everything up to here.
+    // (PostgreSQL replays the transactions that commit after the acknowledged position.)
+    let ack = match s.ring.front() {
+        Some(_) => s.gone_upto.unwrap_or_default(),
         None => position,
-    }
+    };
+    s.acked = s.acked.max(ack);
+    s.acked
 }
 
 /// One client's tail.
@@ -263,6 +291,10 @@ struct Tail {
     cursor: u64,
     /// Changes at or before this LSN were delivered.
     after: u64,
+    /// The hub's byte count up to the last entry looked at…
+    taken_bytes: u64,
+    /// …and up to the last entry delivered: the client's lag is measured from here.
+    sent_bytes: u64,
 }
 
 impl Tail {
@@ -285,11 +317,39 @@ impl Tail {
             let due = oldest.is_some_and(|t| t.elapsed() >= settings.max_latency);
             if rows > 0 && (rows >= settings.batch_rows || due) {
                 let item = self.flush(&mut pending);
+                let taken_bytes = self.taken_bytes;
                 rows = 0;
                 oldest = None;
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    break Ok(());
+                // While the client does not read, changes go on arriving: cut it once it is too
+                // far behind, rather than wait for it.
+                let permit = loop {
+                    tokio::select! {
+                        permit = tx.reserve() => break permit.map_err(|_| None),
+                        changed = wake.changed() => {
+                            if changed.is_err() {
+                                break Err(None);
+                            }
+                            let state = self.hub.state.lock().expect("tail state");
+                            if let Err(e) = self.check_lag(&state, true) {
+                                break Err(Some(e));
+                            }
+                        }
+                    }
+                };
+                match permit {
+                    Ok(permit) => {
+                        let sent = item.as_ref().ok().map(|(_, lsn)| *lsn);
+                        permit.send(item);
+                        match sent {
+                            Some(lsn) => {
+                                self.after = lsn;
+                                self.sent_bytes = taken_bytes;
+                            }
+                            None => break Ok(()),
+                        }
+                    }
+                    Err(Some(cut)) => break Err(cut),
+                    Err(None) => break Ok(()),
                 }
                 continue;
             }
@@ -300,20 +360,38 @@ impl Tail {
                 _ = tx.closed() => break Ok(()),
                 changed = tokio::time::timeout(wait, wake.changed()) => {
                     if let Ok(Err(_)) = changed {
-                        break Err(CdcError::Protocol("the tail hub stopped".into()));
+                        break Ok(());
                     }
                 }
             }
         };
+        // Leave first: a client that never reads again must not keep the session going.
+        self.hub.unsubscribe();
         if let Err(e) = outcome {
-            // The batches already taken are delivered first, so the ticket to resume is exact.
-            if !pending.is_empty() {
+            // The batches already taken are delivered first, so the ticket to resume is exact;
+            // not so for a cut client, which is behind already.
+            if !pending.is_empty() && !matches!(e, CdcError::Behind(_)) {
                 let item = self.flush(&mut pending);
                 let _ = tx.send(item).await;
             }
             let _ = tx.send(Err(e)).await;
         }
-        self.hub.unsubscribe();
+    }
+
+    /// A client is cut once changes it still needs left the buffer, or (`waiting`: while it reads
+    /// nothing) once what it has not received passes half the buffer, so that its resume point is
+    /// still held when it is cut.
+    fn check_lag(&self, state: &State, waiting: bool) -> Result<(), CdcError> {
+        let lagging =
+            waiting && state.total_bytes - self.sent_bytes > self.hub.settings.buffer_bytes / 2;
+        if lagging || state.gone_upto.is_some_and(|gone| gone > self.after) {
+            return Err(CdcError::Behind(format!(
+                "this tail reads slower than changes arrive; resume from the last batch's ticket \
+                 (changes after {})",
+                Lsn(self.after)
+            )));
+        }
+        Ok(())
     }
 
     /// Takes this table's new entries after `after`; returns the rows taken.
@@ -325,46 +403,35 @@ impl Tail {
                 "the live tail's replication session ended (the server log says why); resume from the last ticket".into(),
             ));
         }
+        self.check_lag(&state, false)?;
         let Some(first) = state.ring.front() else {
             return Ok(0);
         };
-        if self.cursor < first.seq {
-            return Err(CdcError::Behind(format!(
-                "this tail fell behind the server's buffer; resume from the last ticket (changes after {})",
-                Lsn(self.after)
-            )));
-        }
-        let index = (self.cursor - first.seq) as usize;
-        // Unread bytes beyond half the buffer: cut now, while the resume point is still held.
-        let read_upto = index.checked_sub(1).and_then(|i| state.ring.get(i)).map_or(
-            first.end_bytes - first.batch.batch.get_array_memory_size() as u64,
-            |e| e.end_bytes,
-        );
-        if state.total_bytes - read_upto > self.hub.settings.buffer_bytes / 2 {
-            return Err(CdcError::Behind(format!(
-                "this tail reads slower than changes arrive; resume from the last ticket (changes after {})",
-                Lsn(self.after)
-            )));
-        }
+        // Entries that left the buffer unseen held nothing for this tail (else check_lag cut it).
+        let index = self.cursor.saturating_sub(first.seq) as usize;
         let mut rows = 0;
         for entry in state.ring.iter().skip(index) {
             self.cursor = entry.seq + 1;
+            self.taken_bytes = entry.end_bytes;
             if entry.batch.table == self.table && entry.batch.lsn > self.after {
                 rows += entry.batch.batch.num_rows();
                 pending.push(entry.batch.clone());
             }
         }
+        if pending.is_empty() {
+            // Nothing undelivered: other tables' changes are no lag.
+            self.sent_bytes = self.taken_bytes;
+        }
         Ok(rows)
     }
 
     /// One record batch of the pending changes; the ticket resumes after the last transaction.
-    fn flush(&mut self, pending: &mut Vec<Arc<ChangeBatch>>) -> TailItem {
+    fn flush(&self, pending: &mut Vec<Arc<ChangeBatch>>) -> TailItem {
         let batches: Vec<RecordBatch> = pending.iter().map(|b| b.batch.clone()).collect();
         let lsn = pending.last().map_or(self.after, |b| b.lsn);
         pending.clear();
         let batch = arrow::compute::concat_batches(&self.schema, &batches)
             .map_err(|e| CdcError::Protocol(format!("cannot join change batches: {e}")))?;
-        self.after = lsn;
         Ok((batch, lsn))
     }
 }
