@@ -70,6 +70,9 @@ impl Service {
     /// A service over `catalog`, reading through `scanner`. `auth_token` is what a successful
     /// Handshake hands back (the interceptor has already checked the caller). `this` is the `Arc`
     /// the service is being built into (`Arc::new_cyclic`), for its Flight SQL front.
+    // Each argument is one of the service's parts, made once in `server::run`; a builder would only
+    // restate them.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         this: Weak<Service>,
         catalog: Arc<Catalog>,
