@@ -21,7 +21,7 @@ Bound = Union[int, str]
 
 ENDPOINT_KINDS = (
     "chunk", "compressed_chunk", "partial_chunk", "partition", "block_range", "table",
-    "continuous_aggregate", "view", "query",
+    "continuous_aggregate", "view", "query", "tail",
 )
 """What an endpoint reads (``EndpointKind``), and so how its resume tickets behave."""
 
