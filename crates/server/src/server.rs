@@ -155,6 +155,9 @@ pub async fn run_with(
 
     let mut builder = Server::builder().max_concurrent_streams(MAX_STREAMS_PER_CONNECTION);
     if let Some(tls) = &config.tls {
+        // rustls has both its providers enabled in this build (ring here, aws-lc-rs through the
+        // replication client's defaults), so it cannot pick one itself; tonic's acceptor needs one.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let read = |path: &std::path::PathBuf| {
             std::fs::read(path).map_err(|source| ServerError::TlsFile {
                 path: path.clone(),
