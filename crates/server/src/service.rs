@@ -425,13 +425,11 @@ impl Service {
             }
             self.start_scan(body).await
         };
-        scan.await
-            .map(|(_, batches)| batches)
-            .map_err(|e| {
-                let status = Status::from(e);
-                count_error(&self.metrics, &status);
-                status
-            })
+        scan.await.map(|(_, batches)| batches).map_err(|e| {
+            let status = Status::from(e);
+            count_error(&self.metrics, &status);
+            status
+        })
     }
 
     async fn action(&self, name: ActionName) -> Result<serde_json::Value, Error> {
