@@ -197,10 +197,25 @@ replica_running() {
     && as_pg "$PG_BIN/pg_ctl" status -D "$REPLICA_DIR/data" >/dev/null 2>&1
 }
 
+# The standby's settings: the primary's, with its own port and the short streaming delay.
+replica_conf() {
+  sed -e "s/^port = .*/port = $1/" "$DATA/hyperflight.conf"
+  echo "max_standby_streaming_delay = 1s"
+}
+
 replica() {
   start >/dev/null
   local rport
-  if ! replica_running; then
+  if replica_running; then
+    # A standby whose settings fall below the primary's new ones (max_wal_senders, …) pauses replay.
+    rport=$(cat "$REPLICA_DIR/port")
+    if [ "$(replica_conf "$rport")" != "$(cat "$REPLICA_DIR/data/hyperflight.conf")" ]; then
+      log "the primary's settings changed: restarting the standby with them"
+      replica_conf "$rport" >"$REPLICA_DIR/data/hyperflight.conf"
+      as_pg "$PG_BIN/pg_ctl" restart -D "$REPLICA_DIR/data" -m fast -l "$REPLICA_DIR/server.log" -w \
+        -t "$START_TIMEOUT" >&2 || { tail -n 40 "$REPLICA_DIR/server.log" >&2; die "standby restart failed"; }
+    fi
+  else
     if [ ! -f "$REPLICA_DIR/data/standby.signal" ]; then
       # A cluster started before the replication line existed: write pg_hba.conf again, reload.
       write_conf && as_pg "$PG_BIN/pg_ctl" reload -D "$DATA" >/dev/null
@@ -216,8 +231,7 @@ replica() {
       while port_busy "$rport"; do rport=$((rport + 1)); done
       echo "$rport" >"$REPLICA_DIR/port"
     fi
-    sed -e "s/^port = .*/port = $rport/" "$DATA/hyperflight.conf" >"$REPLICA_DIR/data/hyperflight.conf"
-    echo "max_standby_streaming_delay = 1s" >>"$REPLICA_DIR/data/hyperflight.conf"
+    replica_conf "$rport" >"$REPLICA_DIR/data/hyperflight.conf"
     touch "$REPLICA_DIR/server.log"
     [ "$IS_ROOT" -eq 1 ] && chown postgres: "$REPLICA_DIR/data/hyperflight.conf" "$REPLICA_DIR/server.log"
     log "starting the standby on 127.0.0.1:$rport (log: $REPLICA_DIR/server.log)"
