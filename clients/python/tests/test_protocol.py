@@ -146,7 +146,8 @@ def rust_enum_variants_snake_case(path: Path, enum: str) -> List[str]:
 def test_python_types_have_the_rust_fields_and_kinds() -> None:
     endpoint, command = PROTOCOL / "src/endpoint.rs", PROTOCOL / "src/command.rs"
     assert [f.name for f in fields(EndpointMetadata)] == rust_struct_fields(endpoint, "EndpointMetadata")
-    assert [f.name for f in fields(Command)] == rust_struct_fields(command, "Command")
+    # `from` is a Python keyword: the field is `from_`.
+    assert [f.name.rstrip("_") for f in fields(Command)] == rust_struct_fields(command, "Command")
     assert list(hyperflight.ENDPOINT_KINDS) == rust_enum_variants_snake_case(endpoint, "EndpointKind")
     # Every key the fixtures use is a field (the fixtures cannot drift from the types unnoticed).
     assert {k for m in METADATA for k in m} <= {f.name for f in fields(EndpointMetadata)}

@@ -53,6 +53,9 @@ class Command:
     start: Optional[Bound] = None
     end: Optional[Bound] = None
     consistent_snapshot: bool = False
+    follow: bool = False
+    #: ``from`` in the JSON (a Python keyword): where a tail starts, ``"now"`` or an LSN.
+    from_: Optional[str] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.table, (list, tuple)):
@@ -74,6 +77,15 @@ class Command:
                 raise _invalid(f"{key} must be an integer or RFC 3339 text, got {value!r}")
         if not isinstance(self.consistent_snapshot, bool):
             raise _invalid(f"consistent_snapshot must be a boolean, got {self.consistent_snapshot!r}")
+        if not isinstance(self.follow, bool):
+            raise _invalid(f"follow must be a boolean, got {self.follow!r}")
+        if self.from_ is not None and not isinstance(self.from_, str):
+            raise _invalid(f"from must be \"now\" or an LSN, got {self.from_!r}")
+        if self.follow and (self.columns is not None or self.start is not None or self.end is not None
+                            or self.consistent_snapshot):
+            raise ProtocolError("follow takes only table and from (a tail streams whole rows as they change)")
+        if self.from_ is not None and not self.follow:
+            raise ProtocolError("from applies to a tail: set follow to true")
 
     def parts(self) -> Tuple[str, str]:
         """``(schema, table)``; the dotted form splits at its first dot."""
@@ -95,6 +107,10 @@ class Command:
             out["end"] = self.end
         if self.consistent_snapshot:
             out["consistent_snapshot"] = True
+        if self.follow:
+            out["follow"] = True
+        if self.from_ is not None:
+            out["from"] = self.from_
         return out
 
     def to_json(self) -> bytes:
@@ -110,12 +126,14 @@ class Command:
             raise _invalid(str(exc)) from None
         if not isinstance(obj, dict):
             raise _invalid("expected a JSON object")
-        known = {f.name for f in fields(cls)}
+        known = {f.name.rstrip("_") for f in fields(cls)}
         unknown = [k for k in obj if k not in known]
         if unknown:
             raise _invalid(f"unknown field `{unknown[0]}`, expected one of {sorted(known)}")
         if "table" not in obj:
             raise _invalid("missing field `table`")
+        if "from" in obj:
+            obj["from_"] = obj.pop("from")
         return cls(**obj)
 
 
