@@ -345,10 +345,15 @@ impl Service {
         )))
     }
 
+    /// A DoGet ticket's body, once the service is open and the signature, version and expiry hold.
+    fn verify(&self, ticket: &[u8]) -> Result<crate::ticket::TicketBody, Error> {
+        self.open()?;
+        Ok(self.planner.signer.verify(ticket, now_ms())?)
+    }
+
     /// Verifies a ticket and starts its stream: a live tail's changes, or an endpoint's scan.
     async fn start_stream(&self, ticket: &[u8]) -> Result<Boxed<FlightData>, Error> {
-        self.open()?;
-        let body = self.planner.signer.verify(ticket, now_ms())?;
+        let body = self.verify(ticket)?;
         if let Some(after) = body.tail_after_lsn {
             return self.tail_stream(body, after).await;
         }
@@ -416,8 +421,7 @@ impl Service {
     /// stream's `app_metadata`). Errors are the statuses DoGet would answer.
     pub async fn read_local(&self, ticket: &[u8]) -> Result<Boxed<ResumableBatch>, Status> {
         let scan = async {
-            self.open()?;
-            let body = self.planner.signer.verify(ticket, now_ms())?;
+            let body = self.verify(ticket)?;
             if body.tail_after_lsn.is_some() {
                 return Err(Error::InvalidRequest(
                     "a tail ticket is read with DoGet, not in-process".into(),

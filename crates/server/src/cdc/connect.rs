@@ -40,10 +40,15 @@ pub fn replication_config(
             slot,
             publication,
         ),
-        Some(Host::Tcp(host)) => {
+        // TCP, to the host given (its hostaddr when set) or libpq's default; TLS names the host.
+        tcp => {
+            let host = match tcp {
+                Some(Host::Tcp(host)) => host.as_str(),
+                _ => "localhost",
+            };
             let address = match pg.get_hostaddrs().first() {
-                Some(ip) => ip.to_string(),
-                None => host.clone(),
+                Some(ip) if tcp.is_some() => ip.to_string(),
+                _ => host.to_string(),
             };
             ReplicationConfig::new(
                 address,
@@ -56,16 +61,6 @@ pub fn replication_config(
             .with_port(port)
             .with_tls(tls(target, host)?)
         }
-        None => ReplicationConfig::new(
-            "localhost",
-            target.role(),
-            password,
-            target.database(),
-            slot,
-            publication,
-        )
-        .with_port(port)
-        .with_tls(tls(target, "localhost")?),
     };
     if let Some(options) = pg.get_options() {
         config = config.with_options(options);
