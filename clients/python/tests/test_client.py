@@ -26,7 +26,7 @@ from test_read import METRICS_SQL, arrow_rows, assert_same_rows, sql_rows
 PKG = REPO / "clients/python"
 TICKET_SECRET = "resume-test-secret-0123456789abcdef"
 INT_ROWS = 1_000_000  # events: integer time dimension, chunks of 100 000
-WIDE_ROWS = 400_000  # wide: ~0.5 kB a row, the table that must not fit in the stream's memory
+WIDE_ROWS = 1_000_000  # wide: ~0.5 kB a row, 0.5 GB: the table that must not fit in the stream's memory
 
 
 # --- a scratch database of this module's own: an integer hypertable, a quoted schema, a wide table ---
@@ -41,7 +41,7 @@ def scratch_url(cluster_url: str) -> Iterator[str]:
             with psycopg.connect(f"{cluster_url}/{name}", autocommit=True) as db:
                 db.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 db.execute("CREATE TABLE events (id bigint NOT NULL, v int)")
-                db.execute("SELECT create_hypertable('events', 'id', chunk_time_interval => 100000)")
+                db.execute("SELECT create_hypertable('events', 'id', chunk_time_interval => 40000)")
                 db.execute(f"INSERT INTO events SELECT i, i % 97 FROM generate_series(0, {INT_ROWS - 1}) i")
                 db.execute('CREATE SCHEMA "My Schema"')
                 db.execute('CREATE TABLE "My Schema".t (k int PRIMARY KEY, "Name" text)')
