@@ -132,7 +132,7 @@ done
 log "server $BIN on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
 
 if [ "$LATENCY" -eq 1 ]; then
-  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" \
+  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" --server-pid "$SERVER_PID" \
     --repeat "$((REPEAT * 10))"
 fi
 if [ "$PLAIN" -eq 1 ]; then

@@ -8,7 +8,9 @@ medians of --repeat runs:
 - DoGet to the first batch of a one-row chunk (the per-DoGet fixed cost);
 - GetFlightInfo of the many-chunk table, first (cold discovery), cached (the plan reused) and a new
   request on the cached discovery;
-- every one-row endpoint of the many-chunk table read at parallelism 8.
+- every one-row endpoint of the many-chunk table read at parallelism 8;
+- with --server-pid, the server's RSS while 64 clients read the big table for --clients-seconds
+  (sampled every 50 ms from /proc), next to its reserved batch bytes (the `max_memory_mb` budget).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta, timezone
@@ -41,6 +44,8 @@ def main() -> int:
     p.add_argument("--table", default="public.metrics")
     p.add_argument("--many", default="public.tiny_chunks", help="a hypertable of one-row chunks")
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--server-pid", type=int, help="the server's pid, for the 64-client RSS row")
+    p.add_argument("--clients-seconds", type=float, default=15.0)
     a = p.parse_args()
     import adbc_driver_postgresql.dbapi as adbc
 
@@ -110,6 +115,9 @@ def main() -> int:
     cur.execute(f"SELECT count(*) FROM {a.many}")
     assert many_rows == cur.fetchone()[0], many_rows
 
+    rss_row = many_clients_rss(a.url, client.get_flight_info(descriptor({"table": a.table})),
+                               a.server_pid, a.clients_seconds) if a.server_pid else None
+
     f, d = median_ms(times["flight"]), median_ms(times["adbc"])
     print(f"latency: medians of {a.repeat}, alternating, both sides warm")
     print(f"| measure | hyperflight | ADBC / target |")
@@ -119,7 +127,54 @@ def main() -> int:
     print(f"| {len(info.endpoints)} one-row endpoints at parallelism 8 | {many_seconds:.2f} s | target <= 10 s |")
     print(f"| GetFlightInfo, {len(info.endpoints)} chunks: cached / first | {cached_info:.2f} / {first_info * 1000:.1f} ms | target <= 10 / <= 150 ms |")
     print(f"| GetFlightInfo, {len(info.endpoints)} chunks, a new request on cached discovery (no plan reuse) | {new_plan:.2f} ms | |")
+    if rss_row:
+        print(rss_row)
     return 0
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS:")).split()[1]) / 1024
+
+
+def many_clients_rss(url: str, info: flight.FlightInfo, pid: int, seconds: float, clients: int = 64) -> str:
+    """64 clients, each on a connection of its own, read the table's endpoints round-robin until
+    `seconds` pass; meanwhile the server's RSS and reserved batch bytes are sampled."""
+    stop = threading.Event()
+    rows = [0] * clients
+    idle = rss_mib(pid)
+
+    def reader(k: int) -> None:
+        c = flight.FlightClient(url)
+        i = k
+        while not stop.is_set():
+            r = c.do_get(info.endpoints[i % len(info.endpoints)].ticket)
+            while not stop.is_set():
+                try:
+                    rows[k] += r.read_chunk().data.num_rows
+                except StopIteration:
+                    break
+            r.cancel()
+            i += clients
+        c.close()
+
+    stats = flight.FlightClient(url)
+    peak_rss, peak_reserved = idle, 0
+    threads = [threading.Thread(target=reader, args=(k,)) for k in range(clients)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        peak_rss = max(peak_rss, rss_mib(pid))
+        body = next(iter(stats.do_action(flight.Action("stats", b"")))).body.to_pybytes()
+        peak_reserved = max(peak_reserved, json.loads(body)["memory_reserved_bytes"])
+        time.sleep(0.05)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    return (f"| server RSS, {clients} clients reading for {seconds:.0f} s ({sum(rows)} rows) | idle {idle:.0f} MiB, "
+            f"peak {peak_rss:.0f} MiB; reserved batches peak {peak_reserved / 2**20:.0f} MiB | "
+            f"bounded by max_memory_mb + fixed overhead |")
 
 
 if __name__ == "__main__":
