@@ -15,7 +15,10 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PG_BIN=${HYPERFLIGHT_PG_BIN:-/usr/lib/postgresql/15/bin}
-FIRST_PORT=54329
+# Below the kernel's ephemeral range (ip_local_port_range, 32768-60999 by default): a port there can
+# be held by any client socket, which port_busy's connect cannot see, and PostgreSQL's bind then fails
+# (a loaded test run hit exactly that).
+FIRST_PORT=25432
 START_TIMEOUT=60
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
