@@ -128,6 +128,8 @@ fsync = off
 synchronous_commit = off
 full_page_writes = off
 max_wal_size = 4GB
+# WAL kept for a standby (cluster.sh replica) that falls behind under load: it has no slot.
+wal_keep_size = 1GB
 checkpoint_timeout = 30min
 # JIT compilation costs more than it saves on the simple scans served here.
 jit = off
@@ -206,9 +208,26 @@ replica_conf() {
   echo "max_standby_streaming_delay = 1s"
 }
 
+# Whether the running standby receives WAL from the primary (its WAL receiver retries every 5 s, so
+# a few seconds are allowed); it never will once the primary recycled WAL it still needs.
+replica_streams() {
+  local rport i
+  rport=$(cat "$REPLICA_DIR/port")
+  for i in 1 2 3 4 5 6 7 8; do
+    [ "$("$PG_BIN/psql" -X -h 127.0.0.1 -p "$rport" -U postgres -d postgres -tAc \
+      "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'" 2>/dev/null)" = 1 ] && return 0
+    sleep 1
+  done
+  return 1
+}
+
 replica() {
   start >/dev/null
   local rport
+  if replica_running && ! replica_streams; then
+    log "the standby receives no WAL from the primary (see $REPLICA_DIR/server.log): making it afresh"
+    as_pg "$PG_BIN/pg_ctl" stop -D "$REPLICA_DIR/data" -m immediate -w -t "$START_TIMEOUT" >&2
+  fi
   if replica_running; then
     # A standby whose settings fall below the primary's new ones (max_wal_senders, …) pauses replay.
     rport=$(cat "$REPLICA_DIR/port")
@@ -219,15 +238,15 @@ replica() {
         -t "$START_TIMEOUT" >&2 || { tail -n 40 "$REPLICA_DIR/server.log" >&2; die "standby restart failed"; }
     fi
   else
-    if [ ! -f "$REPLICA_DIR/data/standby.signal" ]; then
-      # A cluster started before the replication line existed: write pg_hba.conf again, reload.
-      write_conf && as_pg "$PG_BIN/pg_ctl" reload -D "$DATA" >/dev/null
-      log "pg_basebackup -R into $REPLICA_DIR/data"
-      rm -rf "$REPLICA_DIR/data"; mkdir -p "$REPLICA_DIR"
-      [ "$IS_ROOT" -eq 1 ] && chown postgres: "$REPLICA_DIR"
-      as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$(port)" -U postgres -D "$REPLICA_DIR/data" \
-        -R -X stream -c fast >&2 || die "pg_basebackup failed"
-    fi
+    # A stopped standby is made afresh: it may need WAL that the primary has recycled since (no slot
+    # holds it), and then it would never catch up. (A cluster started before the replication line
+    # existed needs pg_hba.conf written again, hence write_conf and reload.)
+    write_conf && as_pg "$PG_BIN/pg_ctl" reload -D "$DATA" >/dev/null
+    log "pg_basebackup -R into $REPLICA_DIR/data"
+    rm -rf "$REPLICA_DIR/data"; mkdir -p "$REPLICA_DIR"
+    [ "$IS_ROOT" -eq 1 ] && chown postgres: "$REPLICA_DIR"
+    as_pg "$PG_BIN/pg_basebackup" -h 127.0.0.1 -p "$(port)" -U postgres -D "$REPLICA_DIR/data" \
+      -R -X stream -c fast >&2 || die "pg_basebackup failed"
     rport=$(cat "$REPLICA_DIR/port" 2>/dev/null || true)
     if [ -z "$rport" ] || port_busy "$rport"; then
       rport=$(( $(port) + 1 ))

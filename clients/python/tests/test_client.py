@@ -41,7 +41,7 @@ def scratch_url(cluster_url: str) -> Iterator[str]:
             with psycopg.connect(f"{cluster_url}/{name}", autocommit=True) as db:
                 db.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
                 db.execute("CREATE TABLE events (id bigint NOT NULL, v int)")
-                db.execute("SELECT create_hypertable('events', 'id', chunk_time_interval => 40000)")
+                db.execute("SELECT create_hypertable('events', 'id', chunk_time_interval => 100000)")
                 db.execute(f"INSERT INTO events SELECT i, i % 97 FROM generate_series(0, {INT_ROWS - 1}) i")
                 db.execute('CREATE SCHEMA "My Schema"')
                 db.execute('CREATE TABLE "My Schema".t (k int PRIMARY KEY, "Name" text)')
