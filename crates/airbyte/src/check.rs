@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use crate::config::{DatabaseSettings, Service, SourceConfig};
+use crate::config::{DatabaseSettings, ReplicationMethod, Service, SourceConfig};
 use crate::database::Database;
 use crate::discover::{list_tables, warn_unknown_keys};
 use crate::flight::FlightSource;
@@ -74,6 +74,22 @@ async fn check_database(
         ),
     };
     out.message(&Message::log(Level::Info, note))?;
+    if let ReplicationMethod::Cdc(cdc) = &config.replication {
+        let status = db
+            .cdc_status(&cdc.replication_slot, &cdc.publication)
+            .await?;
+        let slot = match status.slot {
+            Some(_) => "exists",
+            None => "does not exist yet: the first sync makes it",
+        };
+        out.message(&Message::log(
+            Level::Info,
+            format!(
+                "CDC: publication {:?} found; slot {:?} {slot}",
+                cdc.publication, cdc.replication_slot
+            ),
+        ))?;
+    }
     let missing = db.missing_schemas(&config.schemas).await?;
     if !missing.is_empty() {
         return Err(Error::InvalidConfig {

@@ -84,6 +84,22 @@ struct RawTunnel {
     tunnel_user_password: Option<Secret>,
 }
 
+/// `replication_method` as written (Airbyte source-postgres's field names).
+#[derive(Deserialize)]
+struct RawReplication {
+    method: String,
+    #[serde(default)]
+    plugin: Option<String>,
+    #[serde(default)]
+    replication_slot: Option<String>,
+    #[serde(default)]
+    publication: Option<String>,
+    #[serde(default)]
+    initial_waiting_seconds: Option<i64>,
+    #[serde(default)]
+    lsn_commit_behaviour: Option<String>,
+}
+
 /// The config file as written; numbers as `i64` so an out-of-range value gets a message naming it.
 #[derive(Deserialize)]
 struct RawConfig {
@@ -121,6 +137,8 @@ struct RawConfig {
     timescaledb_chunk_cache_ttl_minutes: Option<i64>,
     #[serde(default)]
     timescaledb_max_memory_mb: Option<i64>,
+    #[serde(default)]
+    replication_method: Option<RawReplication>,
     #[serde(flatten)]
     unknown: BTreeMap<String, Value>,
 }
@@ -140,6 +158,29 @@ pub struct TimescaleOptions {
     pub chunk_cache_ttl_minutes: u64,
     /// Bound on the in-process service's buffered batches.
     pub max_memory_mb: u64,
+}
+
+/// How incremental streams find new rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplicationMethod {
+    /// By cursor (`Standard`).
+    Standard,
+    /// From a logical replication slot.
+    Cdc(CdcSettings),
+}
+
+/// `replication_method` CDC, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CdcSettings {
+    /// The slot this source reads (and makes, on a first sync).
+    pub replication_slot: String,
+    /// The publication it reads.
+    pub publication: String,
+    /// How long a read waits with nothing arriving.
+    pub initial_waiting: Duration,
+    /// Acknowledge each STATE as it is emitted (`While reading Data`), or only the state a sync
+    /// starts from (`After loading Data in the destination`).
+    pub ack_while_reading: bool,
 }
 
 /// How to reach PostgreSQL: needed only when the source runs the Flight service itself.
@@ -188,6 +229,8 @@ pub struct SourceConfig {
     pub schemas: Vec<String>,
     /// TimescaleDB options.
     pub timescaledb: TimescaleOptions,
+    /// Cursor or CDC.
+    pub replication: ReplicationMethod,
     /// Keys the spec does not know (reported as a warning, then ignored).
     pub unknown_keys: Vec<String>,
 }
@@ -239,6 +282,7 @@ impl SourceConfig {
     }
 
     fn validate(mut raw: RawConfig) -> Result<SourceConfig, Error> {
+        let replication = replication(raw.replication_method.take())?;
         let service = match raw.flight_url.take().as_deref().map(str::trim) {
             None | Some("") => Service::InProcess(Box::new(DatabaseSettings::validate(&mut raw)?)),
             Some(url) => remote(
@@ -275,10 +319,20 @@ impl SourceConfig {
                 spec::MAX_MEMORY_MB,
             )? as u64,
         };
+        if matches!(replication, ReplicationMethod::Cdc(_))
+            && matches!(service, Service::Remote { .. })
+        {
+            return Err(invalid(
+                "replication_method",
+                "CDC reads the database's replication slot itself: it needs the database \
+                 settings, not flight_url",
+            ));
+        }
         Ok(SourceConfig {
             service,
             schemas,
             timescaledb: ts,
+            replication,
             unknown_keys: raw.unknown.into_keys().collect(),
         })
     }
@@ -364,6 +418,61 @@ impl DatabaseSettings {
         }
         mac.finalize().into_bytes().to_vec()
     }
+}
+
+/// `replication_method`: absent or `Standard` is the cursor read; `CDC` needs the slot and the
+/// publication.
+fn replication(raw: Option<RawReplication>) -> Result<ReplicationMethod, Error> {
+    let Some(raw) = raw else {
+        return Ok(ReplicationMethod::Standard);
+    };
+    match raw.method.as_str() {
+        "Standard" => return Ok(ReplicationMethod::Standard),
+        "CDC" => {}
+        other => {
+            return Err(invalid(
+                "replication_method",
+                format!("method {other:?} is not one of Standard, CDC"),
+            ))
+        }
+    }
+    if let Some(plugin) = raw.plugin.filter(|p| p != "pgoutput") {
+        return Err(invalid(
+            "plugin",
+            format!("{plugin:?}: only pgoutput is supported"),
+        ));
+    }
+    let name = |setting: &'static str, v: Option<String>| match v {
+        Some(v) if !v.trim().is_empty() => Ok(v.trim().to_string()),
+        _ => Err(invalid(
+            setting,
+            "is required for the CDC replication method",
+        )),
+    };
+    let ack_while_reading = match raw.lsn_commit_behaviour.as_deref() {
+        None | Some(spec::LSN_AFTER_LOADING) => false,
+        Some(spec::LSN_WHILE_READING) => true,
+        Some(other) => {
+            return Err(invalid(
+                "lsn_commit_behaviour",
+                format!(
+                    "{other:?} is not {:?} or {:?}",
+                    spec::LSN_WHILE_READING,
+                    spec::LSN_AFTER_LOADING
+                ),
+            ))
+        }
+    };
+    Ok(ReplicationMethod::Cdc(CdcSettings {
+        replication_slot: name("replication_slot", raw.replication_slot)?,
+        publication: name("publication", raw.publication)?,
+        initial_waiting: Duration::from_secs(bounded(
+            "initial_waiting_seconds",
+            raw.initial_waiting_seconds,
+            spec::INITIAL_WAITING_SECONDS,
+        )? as u64),
+        ack_while_reading,
+    }))
 }
 
 /// `ssl_mode`, as libpq's modes: absent means `prefer` (libpq's default); the verifying modes need
@@ -567,6 +676,51 @@ mod tests {
             }
         );
         assert_eq!(database(&with(r#""password": "x""#).unwrap()).port, 5432);
+    }
+
+    #[test]
+    fn replication_method_cdc_is_validated() {
+        assert_eq!(
+            SourceConfig::from_json(MINIMAL).unwrap().replication,
+            ReplicationMethod::Standard
+        );
+        let cdc = |fields: &str| {
+            with(&format!(
+                r#""replication_method": {{"method": "CDC"{fields}}}"#
+            ))
+        };
+        let c = cdc(r#", "replication_slot": "s", "publication": "p", "lsn_commit_behaviour": "While reading Data""#)
+            .unwrap();
+        assert_eq!(
+            c.replication,
+            ReplicationMethod::Cdc(CdcSettings {
+                replication_slot: "s".into(),
+                publication: "p".into(),
+                initial_waiting: Duration::from_secs(300),
+                ack_while_reading: true,
+            })
+        );
+        assert_eq!(setting(cdc(r#", "publication": "p""#)), "replication_slot");
+        assert_eq!(setting(cdc(r#", "replication_slot": "s""#)), "publication");
+        assert_eq!(
+            setting(cdc(
+                r#", "replication_slot": "s", "publication": "p", "initial_waiting_seconds": 0"#
+            )),
+            "initial_waiting_seconds"
+        );
+        assert_eq!(
+            setting(cdc(
+                r#", "replication_slot": "s", "publication": "p", "lsn_commit_behaviour": "never""#
+            )),
+            "lsn_commit_behaviour"
+        );
+        assert_eq!(
+            setting(SourceConfig::from_json(
+                r#"{"flight_url": "grpc://h:1", "replication_method": {"method": "CDC",
+                    "replication_slot": "s", "publication": "p"}}"#
+            )),
+            "replication_method"
+        );
     }
 
     #[test]

@@ -56,6 +56,89 @@ impl Database {
     }
 }
 
+/// What a CDC read needs to know of the server, its slot and its publication.
+#[derive(Debug)]
+pub struct CdcStatus {
+    /// The slot, if it exists.
+    pub slot: Option<Slot>,
+    /// The server's WAL insert position now (past every commit so far, also those not yet
+    /// written out with `synchronous_commit = off`): a read stops once it has decoded this far.
+    pub wal_lsn: u64,
+}
+
+/// A replication slot.
+#[derive(Debug)]
+pub struct Slot {
+    /// The process reading it, if one is.
+    pub active_pid: Option<i32>,
+    /// How far its consumer acknowledged: its WAL before this may be gone.
+    pub confirmed_flush: Option<u64>,
+    /// Its output plugin (`None` for a physical slot).
+    pub plugin: Option<String>,
+}
+
+impl Database {
+    /// Checks the server can capture changes (`wal_level`, the publication) and reads the slot.
+    pub async fn cdc_status(&self, slot: &str, publication: &str) -> Result<CdcStatus, Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('wal_level'),
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $2),
+                        (pg_catalog.pg_current_wal_insert_lsn() - '0/0')::bigint,
+                        s.active_pid, (s.confirmed_flush_lsn - '0/0')::bigint, s.plugin::text,
+                        s.slot_name IS NOT NULL
+                 FROM (SELECT 1) AS one
+                 LEFT JOIN pg_catalog.pg_replication_slots s ON s.slot_name = $1",
+                &[&slot, &publication],
+            )
+            .await
+            .map_err(query_error)?;
+        let config =
+            |setting: &'static str, message: String| Error::InvalidConfig { setting, message };
+        let wal_level: String = row.get(0);
+        if wal_level != "logical" {
+            return Err(config(
+                "replication_method",
+                format!("wal_level is {wal_level}: CDC needs logical decoding (ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL)"),
+            ));
+        }
+        if !row.get::<_, bool>(1) {
+            return Err(config(
+                "publication",
+                format!("publication {publication:?} does not exist: make it with `hyperflight cdc setup` (or CREATE PUBLICATION)"),
+            ));
+        }
+        let lsn = |v: Option<i64>| v.map(|v| v as u64);
+        let found = row.get::<_, bool>(6).then(|| Slot {
+            active_pid: row.get(3),
+            confirmed_flush: lsn(row.get(4)),
+            plugin: row.get(5),
+        });
+        if let Some(Slot { plugin: p, .. }) = &found {
+            if p.as_deref() != Some("pgoutput") {
+                return Err(config(
+                    "replication_slot",
+                    format!("slot {slot:?} is not a logical slot of plugin pgoutput ({p:?})"),
+                ));
+            }
+        }
+        Ok(CdcStatus {
+            slot: found,
+            wal_lsn: lsn(row.get(2)).unwrap_or(0),
+        })
+    }
+
+    /// Drops an idle slot (a first sync makes it again, exporting its snapshot).
+    pub async fn drop_slot(&self, slot: &str) -> Result<(), Error> {
+        self.client
+            .execute("SELECT pg_catalog.pg_drop_replication_slot($1)", &[&slot])
+            .await
+            .map_err(query_error)?;
+        Ok(())
+    }
+}
+
 /// A failed catalog query. Connection-class failures are transient; anything else is reported as
 /// is (these queries read only the catalog, so the message is about the database, not the data).
 fn query_error(e: tokio_postgres::Error) -> Error {

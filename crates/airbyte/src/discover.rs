@@ -9,7 +9,7 @@ use arrow::datatypes::Schema;
 use futures::TryStreamExt;
 use protocol::TableFacts;
 
-use crate::config::SourceConfig;
+use crate::config::{ReplicationMethod, SourceConfig};
 use crate::flight::FlightSource;
 use crate::messages::{Catalog, Message, Stream, SyncMode};
 use crate::output::Output;
@@ -56,7 +56,11 @@ pub async fn catalog(config: &SourceConfig) -> Result<Catalog, Error> {
     let source = FlightSource::start(config).await?;
     let listed = list_tables(&source, &config.schemas).await;
     source.shutdown().await;
-    let streams = listed?.iter().map(stream).collect();
+    let cdc = matches!(config.replication, ReplicationMethod::Cdc(_));
+    let streams = listed?
+        .iter()
+        .map(|t| if cdc { cdc_stream(t) } else { stream(t) })
+        .collect();
     Ok(Catalog { streams })
 }
 
@@ -144,6 +148,19 @@ pub fn stream(table: &Table) -> Stream {
     }
 }
 
+/// The stream of one table read by CDC: incremental only, with the `_ab_cdc_*` columns and
+/// `_ab_cdc_lsn` as source-defined cursor (Airbyte's convention for CDC sources).
+pub fn cdc_stream(table: &Table) -> Stream {
+    let schema = crate::cdc::with_cdc_fields(&table.schema);
+    Stream {
+        json_schema: stream_schema(&schema),
+        supported_sync_modes: vec![SyncMode::Incremental],
+        source_defined_cursor: true,
+        default_cursor_field: Some(vec![crate::cdc::LSN.to_string()]),
+        ..stream(table)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +221,21 @@ mod tests {
             stream(&no_cursor).supported_sync_modes,
             vec![SyncMode::FullRefresh]
         );
+    }
+
+    #[test]
+    fn cdc_streams_add_the_cdc_columns_and_their_cursor() {
+        let s = cdc_stream(&table(None, fields()));
+        assert_eq!(s.supported_sync_modes, vec![SyncMode::Incremental]);
+        assert!(s.source_defined_cursor);
+        assert_eq!(
+            s.default_cursor_field,
+            Some(vec!["_ab_cdc_lsn".to_string()])
+        );
+        let props = &s.json_schema["properties"];
+        assert!(props["_ab_cdc_lsn"]["type"].to_string().contains("integer"));
+        assert_eq!(props["_ab_cdc_deleted_at"]["format"], "date-time");
+        assert!(props["time"].is_object());
     }
 
     #[test]

@@ -27,8 +27,10 @@
 //! - [`record`]: Arrow batches → RECORD lines, column by column.
 //! - [`state`]: the per-stream state (completed chunks, resume tickets, cursor).
 //! - [`read`]: the `read` command: planning, parallel chunk reads, the single writer.
+//! - [`cdc`]: the CDC replication method: the copy under the slot's snapshot, then its changes.
 //! - [`output`]: the stdout writer.
 
+pub mod cdc;
 pub mod check;
 pub mod config;
 pub mod database;

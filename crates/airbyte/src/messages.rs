@@ -49,6 +49,12 @@ pub enum Message {
         /// Payload.
         state: StateMessage,
     },
+    /// A checkpoint shared by every stream (CDC: one slot, one position).
+    #[serde(rename = "STATE")]
+    GlobalState {
+        /// Payload.
+        state: GlobalStateMessage,
+    },
 }
 
 impl Message {
@@ -363,6 +369,28 @@ pub struct StreamStateMessage {
     pub stream_state: Value,
 }
 
+/// A STATE message of type GLOBAL.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalStateMessage {
+    /// Always GLOBAL.
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    /// The shared state and every stream's.
+    pub global: GlobalState,
+    /// Records written since the previous STATE.
+    #[serde(rename = "sourceStats")]
+    pub source_stats: SourceStats,
+}
+
+/// `global` of a GLOBAL STATE message.
+#[derive(Debug, Clone, Serialize)]
+pub struct GlobalState {
+    /// This source's shared blob ([`crate::cdc::CdcState`]).
+    pub shared_state: Value,
+    /// Every stream the state covers (with an empty blob of its own).
+    pub stream_states: Vec<StreamStateMessage>,
+}
+
 /// `sourceStats` of a STATE message.
 #[derive(Debug, Clone, Serialize)]
 pub struct SourceStats {
@@ -430,6 +458,20 @@ pub struct InputStateMessage {
     /// For STREAM states.
     #[serde(default)]
     pub stream: Option<InputStreamState>,
+    /// For GLOBAL states.
+    #[serde(default)]
+    pub global: Option<InputGlobalState>,
+}
+
+/// `global` of an input STATE message.
+#[derive(Debug, Clone, Deserialize)]
+pub struct InputGlobalState {
+    /// The blob this source wrote.
+    #[serde(default)]
+    pub shared_state: Option<Value>,
+    /// The streams it covers.
+    #[serde(default)]
+    pub stream_states: Vec<InputStreamState>,
 }
 
 /// `stream` of an input STATE message.

@@ -30,7 +30,8 @@ use protocol::TableRef;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
-use crate::config::SourceConfig;
+use crate::cdc::SnapshotRead;
+use crate::config::{ReplicationMethod, SourceConfig};
 use crate::discover::warn_unknown_keys;
 use crate::flight::FlightSource;
 use crate::messages::{
@@ -59,12 +60,28 @@ pub async fn run(
 ) -> Result<(), Error> {
     let config = SourceConfig::load(config)?;
     let catalog: ConfiguredCatalog = read_json("catalog", catalog)?;
+    warn_unknown_keys(&config, out)?;
+    if let ReplicationMethod::Cdc(cdc) = &config.replication {
+        return crate::cdc::read(&config, cdc, &catalog, state, out).await;
+    }
     let saved = match state {
         Some(path) => state::load(path)?,
         None => HashMap::new(),
     };
-    warn_unknown_keys(&config, out)?;
-    let source = FlightSource::start(&config).await?;
+    read_streams(&config, &catalog, saved, None, out).await
+}
+
+/// Reads every stream of `catalog`, continuing `saved`; with `copy`, the CDC copy: every endpoint
+/// under the slot's snapshot, records with the `_ab_cdc_*` columns, no STATE (an interrupted copy
+/// starts again: its snapshot is gone).
+pub(crate) async fn read_streams(
+    config: &SourceConfig,
+    catalog: &ConfiguredCatalog,
+    saved: HashMap<StreamDescriptor, Value>,
+    copy: Option<SnapshotRead>,
+    out: &mut Output,
+) -> Result<(), Error> {
+    let source = FlightSource::start(config).await?;
 
     // The writer thread owns stdout for the read and hands it back at the end.
     let owned = std::mem::replace(out, Output::new(Box::new(std::io::sink())));
@@ -81,8 +98,9 @@ pub async fn run(
         parallel: config.timescaledb.max_concurrent_chunks,
         tx,
         buffers,
+        copy,
     };
-    let result = reader.read_all(&catalog, saved).await;
+    let result = reader.read_all(catalog, saved).await;
     drop(reader);
     let joined = tokio::task::spawn_blocking(move || writer.join()).await;
     source.shutdown().await;
@@ -106,6 +124,8 @@ struct Reader<'a> {
     tx: mpsc::Sender<Event>,
     /// Record buffers the writer hands back.
     buffers: Buffers,
+    /// The CDC copy being read, if this is one.
+    copy: Option<SnapshotRead>,
 }
 
 impl Reader<'_> {
@@ -181,10 +201,20 @@ impl Reader<'_> {
         let table = TableRef::new(namespace, descriptor.name.clone());
         let plan = plan::plan_stream(configured, &descriptor, table, &schema, blob, &mut notes)?;
         self.send_notes(std::mem::take(&mut notes)).await?;
-        let info = control
-            .get_flight_info(FlightDescriptor::new_cmd(plan.command.to_json()))
-            .await
-            .map_err(|e| Error::flight(format!("GetFlightInfo {descriptor}"), e))?;
+        let flight_descriptor = FlightDescriptor::new_cmd(plan.command.to_json());
+        let info = match (&self.copy, self.source.local()) {
+            (Some(copy), Some(local)) => local
+                .flight_info_at(flight_descriptor, &copy.id)
+                .await
+                .map_err(|status| Error::Flight {
+                    context: format!("GetFlightInfo {descriptor} (CDC copy)"),
+                    status,
+                })?,
+            _ => control
+                .get_flight_info(flight_descriptor)
+                .await
+                .map_err(|e| Error::flight(format!("GetFlightInfo {descriptor}"), e))?,
+        };
         clients.give_back(control);
         // FlightInfo says -1 for unknown.
         let known = |n: i64| u64::try_from(n).ok();
@@ -207,6 +237,7 @@ impl Reader<'_> {
             plan.cursor.as_ref().map(|c| c.kind),
             plan.lower,
             plan.pass_max,
+            self.copy.is_none(),
         );
         self.send(Event::Begin(Box::new(book))).await?;
         futures::stream::iter(works)
@@ -231,17 +262,28 @@ impl Reader<'_> {
             context: format!("GetFlightInfo {descriptor}"),
             message,
         };
-        let batch_schema = info
+        let mut batch_schema = info
             .clone()
             .try_decode_schema()
             .map_err(|e| protocol_error(format!("undecodable schema: {e}")))?;
+        let mut emitted = plan.emitted.clone();
+        if self.copy.is_some() {
+            batch_schema = crate::cdc::with_cdc_fields(&batch_schema);
+            emitted.extend(
+                [
+                    crate::cdc::LSN,
+                    crate::cdc::UPDATED_AT,
+                    crate::cdc::DELETED_AT,
+                ]
+                .map(String::from),
+            );
+        }
         let index_of = |name: &str| {
             batch_schema.index_of(name).map_err(|_| {
                 protocol_error(format!("column {name:?} missing from the planned schema"))
             })
         };
-        let emit = plan
-            .emitted
+        let emit = emitted
             .iter()
             .map(|n| index_of(n))
             .collect::<Result<Vec<_>, _>>()?;
@@ -257,6 +299,7 @@ impl Reader<'_> {
             lower: plan.lower,
             tx: self.tx.clone(),
             buffers: self.buffers.clone(),
+            copy: self.copy.clone(),
         })
     }
 }

@@ -47,6 +47,14 @@ pub const MAX_MEMORY_MB: Bounds = Bounds {
     max: 65_536,
 };
 
+/// `replication_method` CDC's `initial_waiting_seconds`: how long a read waits with nothing
+/// arriving from the slot before it ends.
+pub const INITIAL_WAITING_SECONDS: Bounds = Bounds {
+    default: 300,
+    min: 1,
+    max: 2_400,
+};
+
 /// `tunnel_method`'s `tunnel_port`.
 pub const TUNNEL_PORT: Bounds = Bounds {
     default: 22,
@@ -131,6 +139,62 @@ fn tunnel_method() -> Value {
         ],
     })
 }
+
+/// `replication_method`: Airbyte source-postgres's one-of and field names. Standard is the
+/// cursor-based read; CDC reads the changes of a logical replication slot (pgoutput).
+fn replication_method() -> Value {
+    json!({
+        "type": "object", "title": "Update method", "order": 17,
+        "description": "How incremental streams find new and changed rows. Default: Standard.",
+        "oneOf": [
+            {
+                "title": "Standard (cursor)", "order": 0, "type": "object", "required": ["method"],
+                "description": "Rows whose cursor (a hypertable's time dimension, or the chosen \
+                                column) is past the saved one. Updates and deletes are not seen.",
+                "properties": {"method": {"type": "string", "const": "Standard", "order": 0}},
+            },
+            {
+                "title": "Logical replication (CDC)", "order": 1, "type": "object",
+                "required": ["method", "replication_slot", "publication"],
+                "description": "Inserts, updates and deletes from a logical replication slot \
+                                (pgoutput), after a first copy read under the slot's own snapshot. \
+                                Needs wal_level = logical and `hyperflight cdc setup`.",
+                "properties": {
+                    "method": {"type": "string", "const": "CDC", "order": 0},
+                    "plugin": {"type": "string", "const": "pgoutput", "default": "pgoutput",
+                               "title": "Plugin", "order": 1,
+                               "description": "The logical decoding output plugin."},
+                    "replication_slot": {"type": "string", "title": "Replication slot", "order": 2,
+                                         "description": "The logical slot (pgoutput) this source \
+                                                         alone reads. The first sync (no state) \
+                                                         makes it again, to read the copy under its \
+                                                         snapshot."},
+                    "publication": {"type": "string", "title": "Publication", "order": 3,
+                                    "description": "The publication covering the tables (for a \
+                                                    hypertable, its chunk schema)."},
+                    "initial_waiting_seconds": integer(
+                        "Initial waiting time (seconds)",
+                        "How long a sync waits for changes with nothing arriving before it ends \
+                         (it ends sooner once it has read the WAL written before it started).",
+                        INITIAL_WAITING_SECONDS, 4),
+                    "lsn_commit_behaviour": {
+                        "type": "string", "title": "LSN commit behaviour", "order": 5,
+                        "enum": [LSN_WHILE_READING, LSN_AFTER_LOADING],
+                        "default": LSN_AFTER_LOADING,
+                        "description": "When the slot is told it may free WAL: as each STATE is \
+                                        emitted, or only for the state a sync starts from (what \
+                                        the destination has loaded).",
+                    },
+                },
+            },
+        ],
+    })
+}
+
+/// `lsn_commit_behaviour` values (Airbyte's).
+pub const LSN_WHILE_READING: &str = "While reading Data";
+/// See [`LSN_WHILE_READING`].
+pub const LSN_AFTER_LOADING: &str = "After loading Data in the destination";
 
 fn integer(title: &str, description: &str, b: Bounds, order: u32) -> Value {
     json!({
@@ -234,6 +298,7 @@ pub fn connection_specification() -> Value {
                  reads together; reads wait for budget rather than exceed it. (With flight_url, \
                  the remote server's own max_memory_mb applies.)",
                 MAX_MEMORY_MB, 16),
+            "replication_method": replication_method(),
         },
     })
 }

@@ -81,9 +81,8 @@ impl StreamState {
     }
 }
 
-/// Reads `--state`: a JSON list of STATE messages (or one message). Only STREAM states are used;
-/// a state without a blob means "start over".
-pub fn load(path: &Path) -> Result<HashMap<StreamDescriptor, Value>, Error> {
+/// Reads `--state` as given: a JSON list of STATE messages (or one message).
+pub fn load_messages(path: &Path) -> Result<Vec<InputStateMessage>, Error> {
     let value: Value = read_json("state", path)?;
     let messages: Vec<InputStateMessage> = match value {
         Value::Array(_) => serde_json::from_value(value),
@@ -96,8 +95,14 @@ pub fn load(path: &Path) -> Result<HashMap<StreamDescriptor, Value>, Error> {
         path: path.to_owned(),
         message: e.to_string(),
     })?;
+    Ok(messages)
+}
+
+/// Reads `--state` of a Standard read. Only STREAM states are used; a state without a blob means
+/// "start over".
+pub fn load(path: &Path) -> Result<HashMap<StreamDescriptor, Value>, Error> {
     let mut out = HashMap::new();
-    for m in messages {
+    for m in load_messages(path)? {
         match (m.kind.as_deref(), m.stream) {
             (Some("STREAM") | None, Some(s)) => {
                 if let Some(blob) = s.stream_state {
@@ -107,7 +112,9 @@ pub fn load(path: &Path) -> Result<HashMap<StreamDescriptor, Value>, Error> {
             (kind, _) => {
                 let kind = kind.unwrap_or("LEGACY");
                 return Err(Error::State(format!(
-                    "state of type {kind} is not supported: this source writes STREAM states"
+                    "state of type {kind} is not supported: the Standard replication method writes \
+                     STREAM states (a GLOBAL state is CDC's: reset the connection after changing \
+                     the method)"
                 )));
             }
         }

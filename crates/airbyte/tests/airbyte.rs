@@ -7,6 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -325,8 +327,23 @@ fn spec_check_and_discover() {
         "timescaledb_enable_chunk_caching",
         "timescaledb_chunk_cache_ttl_minutes",
         "timescaledb_max_memory_mb",
+        "replication_method",
     ] {
         assert!(props.get(key).is_some(), "spec lacks {key}");
+    }
+    let methods = &props["replication_method"]["oneOf"];
+    assert_eq!(methods[0]["properties"]["method"]["const"], "Standard");
+    assert_eq!(methods[1]["properties"]["method"]["const"], "CDC");
+    for key in [
+        "replication_slot",
+        "publication",
+        "initial_waiting_seconds",
+        "lsn_commit_behaviour",
+    ] {
+        assert!(
+            methods[1]["properties"].get(key).is_some(),
+            "CDC lacks {key}"
+        );
     }
 
     let dir = Scratch::new("discover");
@@ -1435,4 +1452,415 @@ async fn continuous_aggregates_are_streams() {
     want.sort_unstable();
     assert!(want.len() > 24, "both materialized and real-time rows");
     assert_eq!(got, want);
+}
+
+/// A CDC set-up of its own: a database with hypertable `public.m (time, id, v)` (one-day chunks,
+/// primary key (time, id)) holding `rows` rows over three days, its publication `hf_ab_pub` and the
+/// slot made by `hyperflight cdc setup`'s code, and the source config reading them.
+async fn cdc_fixture(prefix: &str, rows: i32, commit: &str) -> (String, String, Value) {
+    let url = cdc_database(prefix).await;
+    let db = pg(&url).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE public.m (time timestamptz NOT NULL, id int NOT NULL, v float8,
+                                PRIMARY KEY (time, id));
+         SELECT create_hypertable('public.m', 'time', chunk_time_interval => interval '1 day');
+         INSERT INTO public.m SELECT '2026-01-01'::timestamptz + (i % 3) * interval '1 day'
+                                     + i * interval '1 second', i, i * 0.5
+                              FROM generate_series(1, {rows}) i;"
+    ))
+    .await
+    .unwrap();
+    // Slot names are cluster-wide.
+    let slot = format!("{prefix}_{}", std::process::id());
+    server::cdc::setup(
+        &db,
+        &server::cdc::SetupRequest {
+            tables: vec!["public.m".into()],
+            publication: "hf_ab_pub".into(),
+            slot: slot.clone(),
+            publish: server::cdc::Publish::All,
+        },
+    )
+    .await
+    .unwrap();
+    let config = source_config(
+        &url,
+        json!({"replication_method": {"method": "CDC", "replication_slot": slot,
+               "publication": "hf_ab_pub", "initial_waiting_seconds": 60,
+               "lsn_commit_behaviour": commit}}),
+    );
+    (url, slot, config)
+}
+
+/// The LSN of a GLOBAL STATE message.
+fn state_lsn(state: &Value) -> u64 {
+    assert_eq!(state["state"]["type"], "GLOBAL", "{state}");
+    state["state"]["global"]["shared_state"]["lsn"]
+        .as_u64()
+        .unwrap()
+}
+
+/// How far the slot was acknowledged.
+async fn slot_flushed(db: &tokio_postgres::Client, slot: &str) -> u64 {
+    let flushed: i64 = db
+        .query_one(
+            "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    flushed as u64
+}
+
+fn read_args(config: &Path, catalog: &Path, state: Option<&Path>) -> Vec<String> {
+    let mut args = vec![
+        "read".to_string(),
+        "--config".into(),
+        path_str(config).into(),
+        "--catalog".into(),
+        path_str(catalog).into(),
+    ];
+    if let Some(s) = state {
+        args.extend(["--state".to_string(), path_str(s).into()]);
+    }
+    args
+}
+
+/// The first CDC sync copies the table under the slot's exported snapshot (equal to SQL, every
+/// record at the slot's consistent point); the next emits exactly the inserts (one in a new
+/// chunk), the update and the delete made since, with their `_ab_cdc_*` columns; with `After
+/// loading Data in the destination` the slot is never acknowledged past the state a sync started
+/// from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_copies_under_the_slot_snapshot_then_emits_each_change_once() {
+    let (url, slot, config) =
+        cdc_fixture("hf_ab_cdc", 3_000, "After loading Data in the destination").await;
+    let db = pg(&url).await;
+    let dir = Scratch::new("cdc");
+    let config_path = dir.write("config.json", &config);
+    let streams = discover(&config_path);
+    let m = find_stream(&streams, "public", "m");
+    assert_eq!(m["supported_sync_modes"], json!(["incremental"]));
+    assert_eq!(m["default_cursor_field"], json!(["_ab_cdc_lsn"]));
+    for c in ["_ab_cdc_lsn", "_ab_cdc_updated_at", "_ab_cdc_deleted_at"] {
+        assert!(m["json_schema"]["properties"].get(c).is_some(), "{c}");
+    }
+    let catalog = dir.write(
+        "catalog.json",
+        &configured(&streams, &[("public", "m", "incremental")]),
+    );
+
+    // First sync: the copy, while another session commits a row at a time (ids from 500000): each
+    // of those must be in the copy or in the next sync's changes, never in both, never in neither.
+    let writing = Arc::new(AtomicBool::new(true));
+    let writer = {
+        let (url, writing) = (url.clone(), writing.clone());
+        tokio::spawn(async move {
+            let db = pg(&url).await;
+            let mut written = 0i32;
+            while writing.load(Ordering::Relaxed) && written < 20_000 {
+                db.execute(
+                    "INSERT INTO public.m VALUES ('2026-01-02 06:00:00+00', $1, 0)",
+                    &[&(500_000 + written)],
+                )
+                .await
+                .unwrap();
+                written += 1;
+            }
+            written
+        })
+    };
+    let first = run_blocking(read_args(&config_path, &catalog, None)).await;
+    writing.store(false, Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert_eq!(
+        first.code,
+        Some(0),
+        "{}\n{:?}",
+        first.stderr,
+        first.errors()
+    );
+    let states = first.states();
+    assert_eq!(states.len(), 1, "one STATE, after the copy");
+    let copied_at = state_lsn(states[0]);
+    let records = first.records();
+    let id = |r: &Value| r["record"]["data"]["id"].as_i64().unwrap();
+    let (base, concurrent_copied): (Vec<&Value>, Vec<&Value>) =
+        records.iter().partition(|r| id(r) < 500_000);
+    let (count, sum): (i64, i64) = {
+        let r = db
+            .query_one(
+                "SELECT count(*), sum(id)::int8 FROM public.m WHERE id < 500000",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert_eq!(base.len() as i64, count);
+    assert_eq!(base.iter().map(|r| id(r)).sum::<i64>(), sum);
+    for r in &records {
+        let d = &r["record"]["data"];
+        assert_eq!(d["_ab_cdc_lsn"].as_u64(), Some(copied_at));
+        assert!(d["_ab_cdc_updated_at"].is_string());
+        assert!(d["_ab_cdc_deleted_at"].is_null());
+    }
+    let consistent_point: i64 = db
+        .query_one(
+            "SELECT (confirmed_flush_lsn - '0/0')::int8 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        consistent_point as u64, copied_at,
+        "the state is the slot's consistent point"
+    );
+
+    // Changes: two inserts (one making a new chunk), an update, a delete; each its own commit.
+    for change in [
+        "INSERT INTO public.m VALUES ('2026-01-02 12:00:00+00', 100001, 1.5)",
+        "INSERT INTO public.m VALUES ('2027-06-01 00:00:00+00', 100002, 2.5)",
+        "UPDATE public.m SET v = 99 WHERE id = 7",
+        "DELETE FROM public.m WHERE id = 8",
+    ] {
+        db.batch_execute(change).await.unwrap();
+    }
+    let state_path = dir.write("state.json", &state_file(states[0]));
+    let second = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
+    assert_eq!(
+        second.code,
+        Some(0),
+        "{}\n{:?}",
+        second.stderr,
+        second.errors()
+    );
+    let last_state = second.states().last().cloned().cloned().unwrap();
+    let streamed_to = state_lsn(&last_state);
+    let (concurrent_streamed, changed): (Vec<&Value>, Vec<&Value>) =
+        second.records().into_iter().partition(|r| id(r) >= 500_000);
+    let mut concurrent: Vec<i64> = concurrent_copied
+        .iter()
+        .chain(&concurrent_streamed)
+        .map(|r| id(r))
+        .collect();
+    concurrent.sort_unstable();
+    assert_eq!(
+        concurrent,
+        (500_000..500_000 + i64::from(written)).collect::<Vec<i64>>(),
+        "rows committed during the copy: each exactly once ({} in the copy)",
+        concurrent_copied.len()
+    );
+    let changes: Vec<(i64, Option<f64>, bool, u64)> = changed
+        .iter()
+        .map(|r| {
+            let d = &r["record"]["data"];
+            assert!(d["_ab_cdc_updated_at"].is_string(), "{d}");
+            (
+                d["id"].as_i64().unwrap(),
+                d["v"].as_f64(),
+                d["_ab_cdc_deleted_at"].is_string(),
+                d["_ab_cdc_lsn"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let summary: Vec<(i64, Option<f64>, bool)> = changes
+        .iter()
+        .map(|&(id, v, del, _)| (id, v, del))
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (100001, Some(1.5), false),
+            (100002, Some(2.5), false),
+            (7, Some(99.0), false),
+            // The delete carries the key (replica identity: the primary key), other columns null.
+            (8, None, true),
+        ]
+    );
+    let lsns: Vec<u64> = changes.iter().map(|c| c.3).collect();
+    assert!(
+        lsns.windows(2).all(|w| w[0] < w[1]),
+        "one commit each: {lsns:?}"
+    );
+    assert!(
+        lsns[0] > copied_at && lsns[3] <= streamed_to,
+        "{lsns:?} {copied_at} {streamed_to}"
+    );
+    slot_released(&db, &slot).await;
+    assert_eq!(
+        slot_flushed(&db, &slot).await,
+        copied_at,
+        "After loading Data: acknowledged only as far as the state the sync started from"
+    );
+
+    // Nothing new: nothing emitted, the same position.
+    let state_path = dir.write("state.json", &state_file(&last_state));
+    let third = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
+    assert_eq!(
+        third.code,
+        Some(0),
+        "{}\n{:?}",
+        third.stderr,
+        third.errors()
+    );
+    assert_eq!(third.records().len(), 0);
+    assert!(state_lsn(third.states().last().unwrap()) >= streamed_to);
+    slot_released(&db, &slot).await;
+    cdc_cleanup(&url, &db, "hf_ab_pub", &slot).await;
+}
+
+/// A CDC sync SIGKILLed mid-stream, rerun with the last STATE it wrote: every change arrives
+/// (nothing lost), and the only duplicates are changes after that STATE, with their LSN. With
+/// `While reading Data` the slot is acknowledged, but never past an emitted STATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_killed_mid_stream_loses_nothing_on_rerun() {
+    let (url, slot, config) = cdc_fixture("hf_ab_cdckill", 10, "While reading Data").await;
+    let db = pg(&url).await;
+    let dir = Scratch::new("cdckill");
+    let config_path = dir.write("config.json", &config);
+    let streams = discover(&config_path);
+    let catalog = dir.write(
+        "catalog.json",
+        &configured(&streams, &[("public", "m", "incremental")]),
+    );
+    let first = run_blocking(read_args(&config_path, &catalog, None)).await;
+    assert_eq!(
+        first.code,
+        Some(0),
+        "{}\n{:?}",
+        first.stderr,
+        first.errors()
+    );
+    let state_path = dir.write("state.json", &state_file(first.states()[0]));
+    // 40 transactions of 250 rows: a STATE every ~4 of them.
+    for t in 0..40 {
+        db.execute(
+            "INSERT INTO public.m SELECT '2026-01-02'::timestamptz + i * interval '1 second', i, 1
+             FROM generate_series($1::int * 250 + 1000, $1::int * 250 + 1249) i",
+            &[&t],
+        )
+        .await
+        .unwrap();
+    }
+    let expected: BTreeSet<i64> = (1000..11_000).collect();
+    let args = read_args(&config_path, &catalog, Some(&state_path));
+    let killed = {
+        let args = args.clone();
+        tokio::task::spawn_blocking(move || {
+            read_until_killed(args, |s| {
+                s["state"]["sourceStats"]["recordCount"].as_f64() > Some(0.0)
+            })
+        })
+        .await
+        .unwrap()
+    };
+    let (before, state) = covered(&killed);
+    let kill_lsn = state_lsn(&state);
+    let ids = |lines: &[String]| -> Vec<(i64, u64)> {
+        lines
+            .iter()
+            .filter(|l| l.starts_with("{\"type\":\"RECORD\""))
+            .map(|l| {
+                let d = &serde_json::from_str::<Value>(l).unwrap()["record"]["data"];
+                (
+                    d["id"].as_i64().unwrap(),
+                    d["_ab_cdc_lsn"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let covered_ids = ids(&before);
+    assert!(!covered_ids.is_empty() && covered_ids.len() < expected.len());
+    assert!(covered_ids.iter().all(|&(_, lsn)| lsn <= kill_lsn));
+    slot_released(&db, &slot).await;
+    let flushed = slot_flushed(&db, &slot).await;
+    assert!(
+        flushed <= kill_lsn,
+        "acknowledged {flushed} past the last STATE {kill_lsn}"
+    );
+
+    let state_path = dir.write("state.json", &state_file(&state));
+    let rerun = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
+    assert_eq!(
+        rerun.code,
+        Some(0),
+        "{}\n{:?}",
+        rerun.stderr,
+        rerun.errors()
+    );
+    let rerun_ids = ids(&rerun.lines);
+    assert!(
+        rerun_ids.iter().all(|&(_, lsn)| lsn > kill_lsn),
+        "the rerun repeats nothing the last STATE covered"
+    );
+    let all: BTreeSet<i64> = covered_ids.iter().chain(&rerun_ids).map(|r| r.0).collect();
+    assert_eq!(all, expected, "nothing lost");
+    assert_eq!(
+        covered_ids.len() + rerun_ids.len(),
+        expected.len(),
+        "no duplicate"
+    );
+    slot_released(&db, &slot).await;
+    cdc_cleanup(&url, &db, "hf_ab_pub", &slot).await;
+}
+
+/// A CDC config naming a publication that does not exist fails `check` and `read` with the name
+/// and what to do; a state whose slot was dropped fails `read` as a config error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdc_without_publication_or_slot_fails_readably() {
+    let (url, slot, mut config) = cdc_fixture("hf_ab_cdcbad", 10, "While reading Data").await;
+    let db = pg(&url).await;
+    let dir = Scratch::new("cdcbad");
+    let good = dir.write("good.json", &config);
+    let streams = discover(&good);
+    let catalog = dir.write(
+        "catalog.json",
+        &configured(&streams, &[("public", "m", "incremental")]),
+    );
+    config["replication_method"]["publication"] = json!("no_such_pub");
+    let bad = dir.write("bad.json", &config);
+    let check = run_blocking(vec![
+        "check".into(),
+        "--config".into(),
+        path_str(&bad).into(),
+    ])
+    .await;
+    let status = &check.of_type("CONNECTION_STATUS").next().unwrap()["connectionStatus"];
+    assert_eq!(status["status"], "FAILED");
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .contains("publication \"no_such_pub\" does not exist"),
+        "{status}"
+    );
+    let read = run_blocking(read_args(&bad, &catalog, None)).await;
+    assert_eq!(read.code, Some(1));
+    let errors = read.errors();
+    assert_eq!(errors[0]["trace"]["error"]["failure_type"], "config_error");
+    assert!(!read.stderr.contains("panicked"), "{}", read.stderr);
+
+    // A state whose slot is gone: its changes cannot be had, so the connection must be reset.
+    let state = dir.write(
+        "state.json",
+        &json!([{"type": "GLOBAL", "global": {"shared_state": {"state_version": 1, "lsn": 1},
+                 "stream_states": [{"stream_descriptor": {"name": "m", "namespace": "public"},
+                                    "stream_state": {}}]}}]),
+    );
+    server::cdc::teardown(&db, "unused", &slot).await.unwrap();
+    let read = run_blocking(read_args(&good, &catalog, Some(&state))).await;
+    assert_eq!(read.code, Some(1));
+    let error = &read.errors()[0]["trace"]["error"];
+    assert_eq!(error["failure_type"], "config_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not exist any more"),
+        "{error}"
+    );
+    cdc_cleanup(&url, &db, "hf_ab_pub", &slot).await;
 }

@@ -117,6 +117,7 @@ async fn main() {
             publication: "hyperflight".into(),
             tables: vec![QualifiedName::new("public", "events")],
             start_lsn: None,
+            stop_lsn: None,
         },
     )
     .await
@@ -169,6 +170,7 @@ async fn main() {
                 publication: "hyperflight".into(),
                 tables: vec![QualifiedName::new("public", "events")],
                 start_lsn: None,
+                stop_lsn: None,
             },
         )
         .await

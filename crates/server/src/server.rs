@@ -80,6 +80,21 @@ impl LocalReader {
     ) -> Result<impl Stream<Item = Result<ResumableBatch, Status>> + Send + 'static, Status> {
         self.0.read_local(ticket).await
     }
+
+    /// GetFlightInfo of `descriptor` with every endpoint reading the exported snapshot `snapshot`
+    /// (as `consistent_snapshot` does with one of its own): for a replication slot's snapshot, so
+    /// a copy and the slot's changes meet exactly.
+    pub async fn flight_info_at(
+        &self,
+        descriptor: arrow_flight::FlightDescriptor,
+        snapshot: &str,
+    ) -> Result<arrow_flight::FlightInfo, Status> {
+        let request = crate::plan::TableRequest::from_descriptor(&descriptor)?;
+        Ok(self
+            .0
+            .plan_info(request, descriptor, Some(snapshot))
+            .await?)
+    }
 }
 
 /// [`run`], handing `ready` the service's [`LocalReader`] once it is built (before serving).

@@ -142,12 +142,23 @@ impl Service {
         request: TableRequest,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Error> {
+        self.plan_info(request, descriptor, None).await
+    }
+
+    /// [`Service::table_info`]; with `base`, a consistent-snapshot plan under that exported
+    /// snapshot rather than a new one.
+    pub(crate) async fn plan_info(
+        &self,
+        request: TableRequest,
+        descriptor: FlightDescriptor,
+        base: Option<&str>,
+    ) -> Result<FlightInfo, Error> {
         let expires_at_ms = self.planner.expiry(now_ms());
         // Taken before discovery and the snapshot: a standby that has replayed this far has every
         // row and chunk the plan can see.
         let wal_lsn = self.planning_lsn().await?;
-        let plan = if request.consistent_snapshot {
-            let id = self.snapshots.export(expires_at_ms).await?;
+        let plan = if request.consistent_snapshot || base.is_some() {
+            let id = self.snapshots.export(expires_at_ms, base).await?;
             // Discover after exporting, so every chunk the snapshot can see is planned.
             let planned = async {
                 let catalog = self.catalog.refresh().await?;

@@ -70,7 +70,9 @@ impl Snapshots {
 
     /// Exports a new snapshot, held until `expires_at_ms`. The relations it will read are given later
     /// with [`Snapshots::expect`], once planning (which must happen after the export) knows them.
-    pub async fn export(&self, expires_at_ms: i64) -> Result<String, Error> {
+    /// With `base`, the snapshot is that one (exported elsewhere, e.g. by a replication slot's
+    /// creation), held here so it outlives the session that exported it.
+    pub async fn export(&self, expires_at_ms: i64, base: Option<&str>) -> Result<String, Error> {
         if self.count() >= MAX_HELD {
             return Err(Error::Busy(format!(
                 "{MAX_HELD} consistent snapshots are already held; retry when a read finishes"
@@ -78,11 +80,20 @@ impl Snapshots {
         }
         // Taken out of the pool: it stays idle in a transaction for as long as the tickets live.
         let client = Object::take(self.pool.get().await?);
+        let import = match base {
+            Some(id) if is_valid_id(id) => format!("; SET TRANSACTION SNAPSHOT '{id}'"),
+            Some(id) => {
+                return Err(Error::InvalidRequest(format!(
+                    "{id:?} is not a snapshot id"
+                )))
+            }
+            None => String::new(),
+        };
         client
-            .batch_execute(
+            .batch_execute(&format!(
                 "SET idle_in_transaction_session_timeout = 0; \
-                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",
-            )
+                 BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY{import}"
+            ))
             .await
             .map_err(DbError::from)?;
         let id: String = client

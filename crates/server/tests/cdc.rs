@@ -12,43 +12,6 @@ use arrow::datatypes::{Float64Type, Int32Type, TimestampMicrosecondType, UInt64T
 use server::cdc::{self, ChangeStream, Publish, QualifiedName, SetupRequest, StreamOptions};
 use testkit::*;
 
-/// A database of its own, after dropping the idle slots that crashed runs of this test left in
-/// theirs (a slot keeps WAL until it is dropped).
-async fn fresh_database(prefix: &str) -> String {
-    pg(cluster_url())
-        .await
-        .execute(
-            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
-             WHERE database LIKE $1 AND NOT active",
-            &[&format!("{prefix}%")],
-        )
-        .await
-        .unwrap();
-    let url = scratch_database(prefix).await;
-    pg(&url)
-        .await
-        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-        .await
-        .unwrap();
-    url
-}
-
-async fn cleanup(url: &str, db: &tokio_postgres::Client, publication: &str, slot: &str) {
-    // A stopped stream's walsender exits a moment after the client closed the connection.
-    wait_until(Duration::from_secs(30), "the slot is released", || async {
-        db.query_one(
-            "SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)",
-            &[&slot],
-        )
-        .await
-        .unwrap()
-        .get(0)
-    })
-    .await;
-    cdc::teardown(db, publication, slot).await.unwrap();
-    drop_database(url).await;
-}
-
 fn hyperflight_cdc(url: &str, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_hyperflight"))
         .arg("cdc")
@@ -62,7 +25,7 @@ fn hyperflight_cdc(url: &str, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn unsafe_setup_is_refused_with_the_statement_to_run() {
-    let url = fresh_database("hf_cdc_refuse").await;
+    let url = cdc_database("hf_cdc_refuse").await;
     let db = pg(&url).await;
     // Slot names are cluster-wide.
     let slot = format!("hf_refuse_{}", std::process::id());
@@ -187,7 +150,7 @@ async fn unsafe_setup_is_refused_with_the_statement_to_run() {
             .unwrap(),
         1
     );
-    cleanup(&url, &db, "hyperflight", &slot).await;
+    cdc_cleanup(&url, &db, "hyperflight", &slot).await;
 }
 
 /// One decoded change: kind, time (µs), device, value.
@@ -233,7 +196,7 @@ fn at(day: i64, hour: i64) -> i64 {
 
 #[tokio::test]
 async fn stream_maps_chunks_and_leaves_out_compression() {
-    let url = fresh_database("hf_cdc_stream").await;
+    let url = cdc_database("hf_cdc_stream").await;
     let db = pg(&url).await;
     db.batch_execute(
         "CREATE TABLE public.m (time timestamptz NOT NULL, dev int NOT NULL, v float8,
@@ -263,6 +226,7 @@ async fn stream_maps_chunks_and_leaves_out_compression() {
             publication: "hf_pub".into(),
             tables: vec![QualifiedName::new("public", "m")],
             start_lsn: None,
+            stop_lsn: None,
         },
     )
     .await
@@ -339,7 +303,7 @@ async fn stream_maps_chunks_and_leaves_out_compression() {
     assert_eq!(remaining, 24 + 1 - 1 + 3);
 
     stream.stop().await.unwrap();
-    cleanup(&url, &db, "hf_pub", "hf_slot").await;
+    cdc_cleanup(&url, &db, "hf_pub", "hf_slot").await;
 }
 
 /// Reads a tail until `rows` rows arrived (bounded in time); returns each batch's ids and ticket.
@@ -387,7 +351,7 @@ async fn walsenders(db: &tokio_postgres::Client) -> i64 {
 
 #[tokio::test]
 async fn tails_share_one_slot_and_see_a_concurrent_writer() {
-    let url = fresh_database("hf_cdc_tail").await;
+    let url = cdc_database("hf_cdc_tail").await;
     let db = pg(&url).await;
     db.batch_execute(
         "CREATE TABLE public.t (time timestamptz NOT NULL, id int8 NOT NULL, PRIMARY KEY (time, id));
@@ -473,12 +437,12 @@ async fn tails_share_one_slot_and_see_a_concurrent_writer() {
     })
     .await;
     drop(server);
-    cleanup(&url, &db, "hyperflight", &slot).await;
+    cdc_cleanup(&url, &db, "hyperflight", &slot).await;
 }
 
 #[tokio::test]
 async fn a_slow_tail_is_cut_and_resumes_from_its_last_ticket() {
-    let url = fresh_database("hf_cdc_slow").await;
+    let url = cdc_database("hf_cdc_slow").await;
     let db = pg(&url).await;
     db.batch_execute(
         "CREATE TABLE public.t (time timestamptz NOT NULL, id int8 NOT NULL, pad text,
@@ -599,5 +563,5 @@ async fn a_slow_tail_is_cut_and_resumes_from_its_last_ticket() {
     }
     assert_eq!(ids, (0..151_000).collect::<Vec<i64>>());
     drop(server);
-    cleanup(&url, &db, "hyperflight", &slot).await;
+    cdc_cleanup(&url, &db, "hyperflight", &slot).await;
 }

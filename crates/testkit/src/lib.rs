@@ -508,3 +508,46 @@ pub fn free_port() -> u16 {
         .expect("bind a free loopback port")
         .port()
 }
+
+/// A database of its own for a change capture test (publications and slots are database-wide),
+/// after dropping the idle slots crashed runs left in theirs (a slot keeps WAL until dropped).
+pub async fn cdc_database(prefix: &str) -> String {
+    pg(cluster_url())
+        .await
+        .execute(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+             WHERE database LIKE $1 AND NOT active",
+            &[&format!("{prefix}%")],
+        )
+        .await
+        .unwrap();
+    let url = scratch_database(prefix).await;
+    pg(&url)
+        .await
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
+        .await
+        .unwrap();
+    url
+}
+
+/// Waits for the slot to be released, drops it and the publication, then the database.
+pub async fn cdc_cleanup(url: &str, db: &tokio_postgres::Client, publication: &str, slot: &str) {
+    slot_released(db, slot).await;
+    server::cdc::teardown(db, publication, slot).await.unwrap();
+    drop_database(url).await;
+}
+
+/// Waits until no process reads `slot`: a stopped (or killed) stream's walsender exits a moment
+/// after the client's connection closed.
+pub async fn slot_released(db: &tokio_postgres::Client, slot: &str) {
+    wait_until(Duration::from_secs(30), "the slot is released", || async {
+        db.query_one(
+            "SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active)",
+            &[&slot],
+        )
+        .await
+        .unwrap()
+        .get(0)
+    })
+    .await;
+}

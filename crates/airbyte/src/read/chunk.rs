@@ -45,6 +45,8 @@ pub(super) struct ChunkReader {
     pub tx: mpsc::Sender<Event>,
     /// Record buffers to reuse.
     pub buffers: Buffers,
+    /// The CDC copy: its records get the `_ab_cdc_*` columns.
+    pub copy: Option<crate::cdc::SnapshotRead>,
 }
 
 /// What a call refused before it delivered anything means for its endpoint.
@@ -247,6 +249,10 @@ impl ChunkReader {
         let (batch, cursor_max) = match self.cursor_index {
             Some(i) => filter_after(batch, i, self.lower)?,
             None => (batch, None),
+        };
+        let batch = match &self.copy {
+            Some(copy) => crate::cdc::copied(&batch, copy)?,
+            None => batch,
         };
         let mut lines = self.buffers.take();
         self.encoder.encode(&batch, now_ms(), &mut lines)?;

@@ -91,6 +91,8 @@ pub(super) struct Book {
     batches_since_state: u32,
     /// Whether TRACE RUNNING was written.
     running: bool,
+    /// Whether STATEs are written (not for the CDC copy, whose state is written after it).
+    states: bool,
 }
 
 impl Book {
@@ -102,6 +104,7 @@ impl Book {
         cursor: Option<CursorKind>,
         lower: Option<i64>,
         pass_max: Option<i64>,
+        states: bool,
     ) -> Book {
         Book {
             descriptor,
@@ -113,6 +116,7 @@ impl Book {
             records_since_state: 0,
             batches_since_state: 0,
             running: false,
+            states,
         }
     }
 
@@ -173,6 +177,9 @@ impl Book {
 
     /// Writes the STATE covering everything written so far, and makes it visible.
     fn checkpoint(&mut self, out: &mut Output) -> std::io::Result<()> {
+        if !self.states {
+            return Ok(());
+        }
         if let Some(kind) = self.cursor {
             self.state.pass_cursor = self.pass_max.map(|v| kind.to_json(v));
         }

@@ -22,8 +22,8 @@ mod tail;
 
 pub use setup::{setup, teardown, Publish, SetupReport, SetupRequest, Unsafe};
 pub use stream::{
-    change_schema, ChangeBatch, ChangeStream, StreamOptions, CHANGE_COLUMN, COMMIT_TIME_COLUMN,
-    LSN_COLUMN,
+    change_schema, ChangeBatch, ChangeStream, ExportedSlot, StreamOptions, CHANGE_COLUMN,
+    COMMIT_TIME_COLUMN, LSN_COLUMN,
 };
 
 pub use tail::{parse_lsn, tail_flight_data, tail_request, TailHub, TailItem, TailSettings};

@@ -55,6 +55,56 @@ pub struct StreamOptions {
     pub tables: Vec<QualifiedName>,
     /// Start after this LSN (a batch's `_lsn`); `None`: where the slot was last acknowledged.
     pub start_lsn: Option<u64>,
+    /// End the stream (`next` returns `None`) once the server has decoded up to this LSN: a
+    /// bounded read of what was written before it.
+    pub stop_lsn: Option<u64>,
+}
+
+/// A slot just made on a replication session that exported its snapshot. The snapshot lives as
+/// long as this is held (the session runs nothing else): import it before dropping this.
+pub struct ExportedSlot {
+    _session: ReplicationClient,
+    /// The slot's consistent point: the snapshot sees every transaction committed before it, and
+    /// the slot streams those committed after it.
+    pub consistent_point: u64,
+    /// The snapshot's id, for `SET TRANSACTION SNAPSHOT`.
+    pub snapshot: String,
+}
+
+impl ExportedSlot {
+    /// Creates the logical slot `slot` (pgoutput) on a replication session, exporting its snapshot.
+    pub async fn create(
+        config: &Config,
+        slot: &str,
+        publication: &str,
+    ) -> Result<ExportedSlot, CdcError> {
+        let replication =
+            super::connect::replication_config(config.database.target(), slot, publication)?;
+        let mut session = ReplicationClient::connect_gated(replication).await?;
+        let rows = session
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} LOGICAL pgoutput EXPORT_SNAPSHOT",
+                pgarrow::quote_ident(slot)
+            ))
+            .await?;
+        // slot_name, consistent_point, snapshot_name, output_plugin.
+        let text = |i: usize| {
+            rows.first()
+                .and_then(|r| r.get(i).cloned().flatten())
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| {
+                    CdcError::Protocol(format!("CREATE_REPLICATION_SLOT: no column {i}"))
+                })
+        };
+        let consistent_point = Lsn::parse(&text(1)?)
+            .map_err(|e| CdcError::Protocol(format!("CREATE_REPLICATION_SLOT: {e}")))?
+            .0;
+        Ok(ExportedSlot {
+            _session: session,
+            consistent_point,
+            snapshot: text(2)?,
+        })
+    }
 }
 
 /// The changes one transaction made to one table.
@@ -106,6 +156,15 @@ pub struct ChangeStream {
     moved_rows: u64,
     /// The end of the last transaction seen (empty ones included).
     position: u64,
+    /// The server ended the stream (its stop LSN was reached): nothing left to shut down.
+    ended: bool,
+    /// [`StreamOptions::stop_lsn`].
+    stop_lsn: Option<u64>,
+    /// Between a Begin and its Commit.
+    in_transaction: bool,
+    /// The server said it has decoded past the stop LSN outside a transaction (a keepalive): no
+    /// transaction committed before it is still to come.
+    caught_up: bool,
 }
 
 impl ChangeStream {
@@ -134,6 +193,9 @@ impl ChangeStream {
         if let Some(lsn) = options.start_lsn {
             replication = replication.with_start_lsn(Lsn(lsn));
         }
+        if let Some(lsn) = options.stop_lsn {
+            replication = replication.with_stop_lsn(Lsn(lsn));
+        }
         let mut client = ReplicationClient::connect_gated(replication).await?;
         // A walsender runs no SQL, so TimescaleDB's loader never loads the extension in it, and
         // decoding a compressed chunk's row (its type's send function is TimescaleDB's) fails with
@@ -153,6 +215,10 @@ impl ChangeStream {
             ready: VecDeque::new(),
             moved_rows: 0,
             position: options.start_lsn.unwrap_or(0),
+            ended: false,
+            stop_lsn: options.stop_lsn,
+            in_transaction: false,
+            caught_up: false,
         };
         stream.discover(false).await?;
         Ok(stream)
@@ -165,7 +231,11 @@ impl ChangeStream {
             if let Some(batch) = self.ready.pop_front() {
                 return Ok(Some(batch));
             }
+            if self.caught_up || self.ended {
+                return Ok(None);
+            }
             let Some(event) = self.client.recv().await? else {
+                self.ended = true;
                 return Ok(None);
             };
             self.handle(event).await?;
@@ -190,7 +260,9 @@ impl ChangeStream {
 
     /// Ends the session (the slot stays, at its acknowledged position).
     pub async fn stop(mut self) -> Result<(), CdcError> {
-        self.client.shutdown().await?;
+        if !self.ended {
+            self.client.shutdown().await?;
+        }
         Ok(())
     }
 
@@ -199,6 +271,7 @@ impl ChangeStream {
             ReplicationEvent::Begin { .. } => {
                 self.pending.clear();
                 self.moving = false;
+                self.in_transaction = true;
             }
             ReplicationEvent::Message { prefix, .. } => {
                 if MOVE_STARTS.contains(&prefix.as_str()) {
@@ -214,9 +287,16 @@ impl ChangeStream {
                 ..
             } => {
                 self.position = end_lsn.0;
+                self.in_transaction = false;
                 self.commit(end_lsn.0, commit_time_micros + PG_EPOCH_MICROS)?;
             }
-            ReplicationEvent::KeepAlive { .. } | ReplicationEvent::StoppedAt { .. } => {}
+            // The stop LSN ends the stream at a transaction's boundary; a keepalive ends it when
+            // no transaction comes after it (the server sends one once it has caught up).
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                self.caught_up |=
+                    !self.in_transaction && self.stop_lsn.is_some_and(|stop| wal_end.0 >= stop);
+            }
+            ReplicationEvent::StoppedAt { .. } => {}
         }
         Ok(())
     }

@@ -208,6 +208,7 @@ impl TailHub {
             publication: self.settings.publication.clone(),
             tables: Vec::new(),
             start_lsn: None,
+            stop_lsn: None,
         };
         let cap = self.settings.buffer_bytes;
         tokio::spawn(async move {
