@@ -135,6 +135,11 @@ fn saved_lsn(path: Option<&Path>, catalog: &ConfiguredCatalog) -> Result<Option<
     for m in state::load_messages(path)? {
         let global = match (m.kind.as_deref(), m.global) {
             (Some("GLOBAL"), Some(g)) => g,
+            (Some("GLOBAL"), None) => {
+                return Err(Error::State(
+                    "a GLOBAL state without its \"global\" object".into(),
+                ))
+            }
             (kind, _) => {
                 return Err(Error::State(format!(
                     "a {} state is not the CDC replication method's (GLOBAL): reset the connection \
