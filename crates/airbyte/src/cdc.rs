@@ -254,7 +254,7 @@ pub async fn read(
         // The copy is read: the replication session (and its snapshot) may go.
         drop(slot);
         checkpoint(out, &descriptors, copy.lsn, 0)?;
-        return Ok(());
+        return complete(out, &descriptors);
     };
     let Some(slot) = &status.slot else {
         return Err(Error::State(format!(
@@ -313,7 +313,11 @@ pub async fn read(
     } else {
         checkpoint(out, &descriptors, last, 0)?;
     }
-    for d in &descriptors {
+    complete(out, &descriptors)
+}
+
+fn complete(out: &mut Output, streams: &[StreamDescriptor]) -> Result<(), Error> {
+    for d in streams {
         out.message(&Message::status(d, StreamStatus::Complete))?;
     }
     Ok(out.flush()?)

@@ -1583,6 +1583,21 @@ async fn cdc_copies_under_the_slot_snapshot_then_emits_each_change_once() {
     );
     let states = first.states();
     assert_eq!(states.len(), 1, "one STATE, after the copy");
+    let statuses: Vec<(usize, &Value)> = first
+        .messages
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m["trace"]["type"] == "STREAM_STATUS")
+        .map(|(i, m)| (i, &m["trace"]["stream_status"]["status"]))
+        .collect();
+    let state_at = first.messages.iter().position(|m| m["type"] == "STATE");
+    assert_eq!(
+        statuses
+            .last()
+            .map(|(i, s)| (*s == "COMPLETE", Some(*i) > state_at)),
+        Some((true, true)),
+        "COMPLETE comes last, after the STATE: {statuses:?}"
+    );
     let copied_at = state_lsn(states[0]);
     let records = first.records();
     let id = |r: &Value| r["record"]["data"]["id"].as_i64().unwrap();

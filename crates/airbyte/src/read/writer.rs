@@ -91,7 +91,8 @@ pub(super) struct Book {
     batches_since_state: u32,
     /// Whether TRACE RUNNING was written.
     running: bool,
-    /// Whether STATEs are written (not for the CDC copy, whose state is written after it).
+    /// Whether STATEs and the final TRACE COMPLETE are written: not for the CDC copy, whose one
+    /// STATE (then COMPLETE) is written once every stream is copied.
     states: bool,
 }
 
@@ -171,6 +172,9 @@ impl Book {
         self.pass_max = None;
         self.state.completed_chunks.clear();
         self.state.in_progress.clear();
+        if !self.states {
+            return Ok(());
+        }
         self.checkpoint(out)?;
         out.message(&Message::status(&self.descriptor, StreamStatus::Complete))
     }
