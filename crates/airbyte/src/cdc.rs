@@ -212,6 +212,24 @@ pub async fn read(
     let status = db
         .cdc_status(&cdc.replication_slot, &cdc.publication)
         .await?;
+    let tables: Vec<(String, String)> = descriptors
+        .iter()
+        .map(|d| (d.namespace.clone().unwrap_or_default(), d.name.clone()))
+        .collect();
+    let unpublished = db.unpublished(&cdc.publication, &tables).await?;
+    if !unpublished.is_empty() {
+        // Copied once and then never changed would be silently stale.
+        return Err(Error::InvalidConfig {
+            setting: "publication",
+            message: format!(
+                "publication {:?} does not cover {}: their changes would never be read (publish \
+                 them: `hyperflight cdc setup --tables …` with a new publication, or ALTER \
+                 PUBLICATION … ADD TABLE)",
+                cdc.publication,
+                unpublished.join(", ")
+            ),
+        });
+    }
     let server_config = config.server_config(settings)?;
     let Some(from) = saved else {
         if let Some(slot) = &status.slot {

@@ -129,6 +129,51 @@ impl Database {
         })
     }
 
+    /// Which of `tables` (schema, name) `publication` does not cover: a table itself, or a
+    /// hypertable whose chunk schema is published (its chunks, later ones included, are).
+    pub async fn unpublished(
+        &self,
+        publication: &str,
+        tables: &[(String, String)],
+    ) -> Result<Vec<String>, Error> {
+        let row = self
+            .client
+            .query_one(
+                "SELECT current_setting('server_version_num')::int >= 150000,
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'timescaledb')",
+                &[],
+            )
+            .await
+            .map_err(query_error)?;
+        // Schemas are published (FOR TABLES IN SCHEMA) from PostgreSQL 15 on.
+        let by_schema = if row.get(0) && row.get(1) {
+            "OR EXISTS (SELECT 1 FROM _timescaledb_catalog.hypertable h
+                          JOIN pg_catalog.pg_namespace n ON n.nspname = h.associated_schema_name
+                          JOIN pg_catalog.pg_publication_namespace pn ON pn.pnnspid = n.oid
+                          JOIN pg_catalog.pg_publication p ON p.oid = pn.pnpubid
+                         WHERE p.pubname = $1 AND h.schema_name = x.s AND h.table_name = x.t)"
+        } else {
+            ""
+        };
+        let (schemas, names): (Vec<&str>, Vec<&str>) =
+            tables.iter().map(|(s, t)| (s.as_str(), t.as_str())).unzip();
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT format('%I.%I', x.s, x.t) FROM unnest($2::text[], $3::text[]) AS x(s, t)
+                     WHERE NOT (EXISTS (SELECT 1 FROM pg_catalog.pg_publication_tables p
+                                         WHERE p.pubname = $1 AND p.schemaname = x.s
+                                           AND p.tablename = x.t)
+                                {by_schema})"
+                ),
+                &[&publication, &schemas, &names],
+            )
+            .await
+            .map_err(query_error)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Drops an idle slot (a first sync makes it again, exporting its snapshot).
     pub async fn drop_slot(&self, slot: &str) -> Result<(), Error> {
         self.client

@@ -1823,7 +1823,8 @@ async fn cdc_killed_mid_stream_loses_nothing_on_rerun() {
 }
 
 /// A CDC config naming a publication that does not exist fails `check` and `read` with the name
-/// and what to do; a state whose slot was dropped fails `read` as a config error.
+/// and what to do, as does a stream the publication does not cover; a state whose slot was
+/// dropped fails `read` as a config error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cdc_without_publication_or_slot_fails_readably() {
     let (url, slot, mut config) = cdc_fixture("hf_ab_cdcbad", 10, "While reading Data").await;
@@ -1835,6 +1836,34 @@ async fn cdc_without_publication_or_slot_fails_readably() {
         "catalog.json",
         &configured(&streams, &[("public", "m", "incremental")]),
     );
+    // A stream the publication does not cover: copied once, it would never change.
+    db.batch_execute("CREATE TABLE public.unpublished (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let streams = discover(&good);
+    let both = dir.write(
+        "both.json",
+        &configured(
+            &streams,
+            &[
+                ("public", "m", "incremental"),
+                ("public", "unpublished", "incremental"),
+            ],
+        ),
+    );
+    let read = run_blocking(read_args(&good, &both, None)).await;
+    assert_eq!(read.code, Some(1));
+    let error = &read.errors()[0]["trace"]["error"];
+    assert_eq!(error["failure_type"], "config_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not cover public.unpublished:"),
+        "{error}"
+    );
+    assert!(read.records().is_empty());
+
     config["replication_method"]["publication"] = json!("no_such_pub");
     let bad = dir.write("bad.json", &config);
     let check = run_blocking(vec![
