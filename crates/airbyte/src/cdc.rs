@@ -234,12 +234,15 @@ pub async fn read(
     let Some(from) = saved else {
         if let Some(slot) = &status.slot {
             if let Some(pid) = slot.active_pid {
-                return Err(Error::InvalidConfig {
-                    setting: "replication_slot",
+                // Transient: the session of a killed attempt ends a moment after it; another
+                // reader of the slot is a config error the message names.
+                return Err(Error::Database {
                     message: format!(
-                        "slot {:?} is in use by process {pid}: this source needs a slot of its own",
+                        "slot {:?} is in use by process {pid}: this source needs a slot of its own \
+                         (an interrupted sync's session ends shortly: retry)",
                         cdc.replication_slot
                     ),
+                    config: false,
                 });
             }
             // No state: nothing was emitted from this slot, and only a slot made now exports the
