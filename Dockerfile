@@ -13,7 +13,7 @@ ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
 WORKDIR /build
 # Everything cargo reads to build the workspace: the root manifest and lock file, and crates/ (each
-# member's manifest and sources, the server's build script and the .proto it compiles with the
+# member's manifest and sources, the ticket crate's build script and the .proto it compiles with the
 # vendored protoc, and the benches, tests and fixtures the manifests declare).
 COPY Cargo.toml Cargo.lock ./
 COPY crates ./crates

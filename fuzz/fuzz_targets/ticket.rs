@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use server::ticket::TicketSigner;
+use ticket::TicketSigner;
 
 fuzz_target!(|data: &[u8]| {
     let signer = TicketSigner::new(b"fuzzing-ticket-secret-0123456789".to_vec());

@@ -25,7 +25,6 @@
 //! - `fleet`: scale-out: peers as endpoint locations, the WAL position in tickets, the standby
 //!   replay wait.
 //! - `catalog`: discovery of tables, hypertables, dimensions and chunks; the cache.
-//! - [`ticket`]: versioned, HMAC-signed tickets; decoding never panics.
 //! - `plan`: descriptors → endpoints with tickets (chunk pruning); tickets → scans.
 //! - `scan`: the SQL of one endpoint and the COPY loop feeding a bounded channel.
 //! - `compressed`: compressed chunks read batch by batch, exploded into rows with positions.
@@ -38,7 +37,8 @@
 //! - [`server`]: `run(listener, config, shutdown)`: tonic, auth, TLS, limits, re-discovery.
 //!
 //! The type table and COPY decoder live in the `pgarrow` crate, the wire contract in `protocol`,
-//! connecting to PostgreSQL (libpq's settings, TLS, tunnels) in `pgconn`.
+//! connecting to PostgreSQL (libpq's settings, TLS, tunnels) in `pgconn`, the versioned,
+//! HMAC-signed tickets (decoding never panics) in `ticket`.
 
 mod catalog;
 pub mod cdc;
@@ -56,6 +56,6 @@ mod service;
 mod snapshot;
 mod sql;
 mod stream;
-pub mod ticket;
+pub use ticket;
 
 pub use server::run;

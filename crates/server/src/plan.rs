@@ -15,7 +15,7 @@ use crate::compressed::CompressedSource;
 use crate::error::Error;
 use crate::scan::{ScanSpec, TimeFilter};
 use crate::ticket::{BlockRange, QueryColumn, TicketBody, TicketSigner, TimeBounds};
-use pgarrow::{plan_column, ColumnPlan, PgType};
+use pgarrow::{plan_column, ColumnPlan};
 
 /// What a client asked for: a table, optionally some columns and a time window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -574,7 +574,7 @@ impl Planner {
 
     /// The read of a `query` endpoint's ticket, with the columns it was planned with.
     fn resolve_query(&self, body: &TicketBody) -> (ScanSpec, SchemaRef) {
-        let columns: Vec<ColumnPlan> = body.query_columns.iter().map(QueryColumn::plan).collect();
+        let columns: Vec<ColumnPlan> = body.query_columns.iter().map(query_column_plan).collect();
         let schema = schema_of(&columns);
         let spec = ScanSpec {
             relation: query_relation(),
@@ -693,32 +693,14 @@ fn query_relation() -> QualifiedName {
     QualifiedName::new("", "query")
 }
 
-impl QueryColumn {
-    /// A result column as PostgreSQL describes it.
-    pub fn new(name: &str, pg_type: &PgType) -> Self {
-        QueryColumn {
-            name: name.to_string(),
-            oid: pg_type.oid,
-            typmod: pg_type.typmod,
-            is_enum: pg_type.is_enum,
-            elem_oid: pg_type.elem_oid,
-        }
-    }
-
-    fn plan(&self) -> ColumnPlan {
-        let pg_type = PgType {
-            oid: self.oid,
-            typmod: self.typmod,
-            is_enum: self.is_enum,
-            elem_oid: self.elem_oid,
-        };
-        plan_column(&self.name, &pg_type)
-    }
+/// How a `query` endpoint's column is decoded.
+fn query_column_plan(c: &QueryColumn) -> ColumnPlan {
+    plan_column(&c.name, &c.pg_type())
 }
 
 /// The Arrow schema of a `query` endpoint's batches.
 pub fn query_schema(columns: &[QueryColumn]) -> SchemaRef {
-    schema_of(&columns.iter().map(QueryColumn::plan).collect::<Vec<_>>())
+    schema_of(&columns.iter().map(query_column_plan).collect::<Vec<_>>())
 }
 
 /// The Arrow schema of a list of column plans (the batches of DoGet).

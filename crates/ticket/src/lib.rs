@@ -6,7 +6,7 @@
 //! until then. Decoding never panics, whatever the bytes.
 //!
 //! ```
-//! use server::ticket::{TicketBody, TicketSigner};
+//! use ticket::{TicketBody, TicketSigner};
 //! let signer = TicketSigner::new(b"0123456789abcdef0123456789abcdef".to_vec());
 //! let body = TicketBody { table_schema: "public".into(), table_name: "metrics".into(),
 //!                         expires_at_ms: i64::MAX, ..TicketBody::current() };
@@ -43,6 +43,29 @@ impl From<&Tid> for pgarrow::Tid {
         pgarrow::Tid {
             block: t.block,
             offset: t.offset as u16,
+        }
+    }
+}
+
+impl QueryColumn {
+    /// A result column as PostgreSQL describes it.
+    pub fn new(name: &str, pg_type: &pgarrow::PgType) -> Self {
+        QueryColumn {
+            name: name.to_string(),
+            oid: pg_type.oid,
+            typmod: pg_type.typmod,
+            is_enum: pg_type.is_enum,
+            elem_oid: pg_type.elem_oid,
+        }
+    }
+
+    /// The type the column is decoded as.
+    pub fn pg_type(&self) -> pgarrow::PgType {
+        pgarrow::PgType {
+            oid: self.oid,
+            typmod: self.typmod,
+            is_enum: self.is_enum,
+            elem_oid: self.elem_oid,
         }
     }
 }
