@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Benchmark (prints numbers; not a test), two tables in one run on one machine:
-#  1. public.metrics (plain chunks): hyperflight's Python client (parallelism 2, 4, 8) vs the ADBC
+#  1. public.metrics (plain chunks): hyperflight's Python client (parallelism 1, 2, 4, 8) vs the ADBC
 #     PostgreSQL driver, ConnectorX and psql's binary COPY;
 #  2. public.metrics_compressed, the same rows with every chunk compressed (segmentby device_id,
 #     orderby time DESC): hyperflight at parallelism 4 and 1 vs
 #     psql -c "\copy (SELECT * FROM public.metrics_compressed) TO '/dev/null' (FORMAT binary)";
 #  3. a 3-day window of public.metrics: hyperflight, the ADBC Flight SQL driver through hyperflight
-#     (SELECT * … WHERE time >= … AND time < …, one endpoint per chunk) and the ADBC PostgreSQL driver
-#     (with the first part);
-#  4. with --latency (alone, on a freshly started server): a 1-hour window of public.metrics against
-#     ADBC, the first batch of a one-row chunk, GetFlightInfo and a parallel read of
-#     public.tiny_chunks (10,000 one-hour chunks of one row each; clients/python/bench/bench_latency.py).
+#     (SELECT * … WHERE time >= … AND time < …, one endpoint per chunk), the ADBC PostgreSQL driver
+#     and psql's binary COPY of the same SELECT (with the first part);
+#  4. with --latency (on a freshly started server, then parts 1 and 3, not 2: every row of issue 14's
+#     table in one run): a 1-hour window of public.metrics against ADBC, the first batch of a one-row
+#     chunk, GetFlightInfo and a parallel read of public.tiny_chunks (10,000 one-hour chunks of one
+#     row each), the server's RSS under 64 clients (clients/python/bench/bench_latency.py).
 # Every read is checked against SELECT count(*). The tables are loaded once and kept.
 # Usage: scripts/bench.sh [--rows N (default 5000000)] [--repeat R (default 3)]
 #                         [--compressed-only | --no-compressed | --latency] [--binary PATH]
@@ -29,7 +30,7 @@ while [ $# -gt 0 ]; do
     --repeat) [ $# -ge 2 ] || usage; REPEAT=$2; shift 2 ;;
     --compressed-only) PLAIN=0 COMPRESSED=1; shift ;;
     --no-compressed) PLAIN=1 COMPRESSED=0; shift ;;
-    --latency) PLAIN=0 COMPRESSED=0 LATENCY=1; shift ;;
+    --latency) PLAIN=1 COMPRESSED=0 LATENCY=1; shift ;;
     --binary) [ $# -ge 2 ] || usage; BIN=$(realpath "$2"); shift 2 ;;
     *) usage ;;
   esac
@@ -137,10 +138,10 @@ if [ "$LATENCY" -eq 1 ]; then
 fi
 if [ "$PLAIN" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
-    --repeat "$REPEAT" --psql "$PG_BIN/psql" --title "public.metrics (uncompressed chunks)"
+    --repeat "$REPEAT" --psql "$PG_BIN/psql" --parallelism 1,2,4,8 --title "public.metrics (uncompressed chunks)"
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \
     --repeat "$REPEAT" --psql "$PG_BIN/psql" --window 2026-10-03T00:00:00Z,2026-10-06T00:00:00Z \
-    --methods hyperflight,flightsql,adbc --parallelism 4 \
+    --methods hyperflight,flightsql,adbc,psql --parallelism 4 \
     --title "public.metrics, windowed scan (3 of $DAYS days)"
 fi
 if [ "$COMPRESSED" -eq 1 ]; then

@@ -56,8 +56,9 @@ pub struct Service {
 /// ticket per endpoint, which for thousands of chunks costs more than the call's round trip. The
 /// reused tickets expire at most this much sooner than fresh ones would.
 pub const PLAN_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
-/// FlightInfos kept for reuse.
-const PLANS_KEPT: u64 = 64;
+/// Encoded bytes of the FlightInfos kept for reuse: a 10,000-chunk plan is 3.5 MB, and a count
+/// bound (64 such plans) would hold hundreds of MB outside `max_memory_mb`.
+const PLANS_KEPT_BYTES: u64 = 16 << 20;
 
 /// A FlightInfo, the discovery it was planned against and when its tickets expire.
 struct CachedPlan {
@@ -95,7 +96,10 @@ impl Service {
             auth_token,
             fleet,
             plans: moka::future::Cache::builder()
-                .max_capacity(PLANS_KEPT)
+                .weigher(|_, plan: &Arc<CachedPlan>| {
+                    u32::try_from(plan.info.encoded_len()).unwrap_or(u32::MAX)
+                })
+                .max_capacity(PLANS_KEPT_BYTES)
                 .time_to_live(PLAN_REUSE)
                 .build(),
         }
