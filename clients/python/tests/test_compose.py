@@ -477,7 +477,7 @@ def test_dockerfile_copies_everything_cargo_needs() -> None:
         return any(path == c or path.startswith(c + "/") for c in copied)
 
     needed = files_cargo_needs()
-    assert "crates/server/build.rs" in needed and "crates/server/proto/hyperflight.proto" in needed
+    assert "crates/ticket/build.rs" in needed and "crates/ticket/proto/hyperflight.proto" in needed
     assert "crates/pgarrow/benches/decode.rs" in needed
     missing = [p for p in needed if not (REPO / p).exists()]
     assert not missing, f"the manifests name files that do not exist: {missing}"
