@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
 # Change capture under load: a writer at ROWS_PER_SECOND (default 25000) for SECONDS (default 20)
 # into a hypertable, followed by a live tail over Flight and a ChangeStream, each on its own slot.
-# Prints the writer's rate, tail rows/s, decoded change records/s and insert-to-tail latency p50/p99.
+# Prints the writer's rate, tail rows/s, decoded change records/s, the Airbyte source's CDC sync of
+# the same changes in records/s, and insert-to-tail latency p50/p99.
 # Usage: scripts/bench-cdc.sh [ROWS_PER_SECOND] [SECONDS]   (release build; the project's cluster)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-exec cargo run --quiet --release -p hyperflight-server --example cdc_bench -- "$@"
+cargo build --quiet --release --locked -p hyperflight-airbyte
+# CARGO_TARGET_DIR may put the binary outside the repo.
+target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+export HYPERFLIGHT_AIRBYTE_BIN=$target/release/hyperflight-airbyte
+exec cargo run --quiet --release --locked -p hyperflight-server --example cdc_bench -- "$@"

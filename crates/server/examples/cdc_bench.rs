@@ -2,10 +2,15 @@
 //! hypertable while a live tail over Flight and a `ChangeStream` (each on a slot of its own) follow
 //! it; then a third slot, not read while the writer ran, is read as fast as it decodes. Prints the
 //! rate the writer reached, the rows per second each consumer decoded, and the insert-to-tail-client
-//! latency (p50, p99) measured on each row's own insert time.
+//! latency (p50, p99) measured on each row's own insert time. With `HYPERFLIGHT_AIRBYTE_BIN` (as
+//! `scripts/bench-cdc.sh` sets it), the Airbyte source's CDC method copies the empty table before the
+//! writer starts (a fourth slot), then a second sync reads the writer's changes as records.
 //!
 //! Arguments: `[rows_per_second] [seconds]` (default 25000 for 20 s).
 
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use arrow::array::AsArray;
@@ -29,6 +34,103 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
+/// The Airbyte source's CDC method on its own slot: `start` runs the first sync (the copy under
+/// the slot's snapshot) and keeps its state; `changes` reads what was committed since as records.
+struct AirbyteCdc {
+    bin: PathBuf,
+    dir: PathBuf,
+}
+
+impl AirbyteCdc {
+    fn start(bin: PathBuf, url: &str, slot: &str) -> Self {
+        let pg: tokio_postgres::Config = url.parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &pg.get_hosts()[0] else {
+            panic!("a TCP host in {url}")
+        };
+        let dir = std::env::temp_dir().join(format!("hf-cdc-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let config = serde_json::json!({
+            "host": host, "port": pg.get_ports()[0], "database": pg.get_dbname().unwrap(),
+            "username": pg.get_user().unwrap(), "password": "unused-under-trust",
+            "replication_method": {"method": "CDC", "replication_slot": slot,
+                                   "publication": "hyperflight"}});
+        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+        let cdc = AirbyteCdc { bin, dir };
+        let (lines, _) = cdc.run(&["discover"], |_| false);
+        let catalog: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+        let stream = catalog["catalog"]["streams"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == "events")
+            .expect("public.events discovered")
+            .clone();
+        let configured = serde_json::json!({"streams": [{
+            "stream": stream, "sync_mode": "incremental", "destination_sync_mode": "append",
+            "cursor_field": ["_ab_cdc_lsn"]}]});
+        std::fs::write(cdc.dir.join("catalog.json"), configured.to_string()).unwrap();
+        let (states, _) = cdc.run(&["read", "--catalog", &cdc.path("catalog.json")], |l| {
+            l.starts_with(r#"{"type":"STATE""#)
+        });
+        let state: serde_json::Value = serde_json::from_str(states.last().unwrap()).unwrap();
+        let state = serde_json::json!([state["state"]]);
+        std::fs::write(cdc.dir.join("state.json"), state.to_string()).unwrap();
+        cdc
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_str().unwrap().to_string()
+    }
+
+    /// Runs `hyperflight-airbyte <args> --config config.json`; returns the lines `keep` wants (or
+    /// the CATALOG line) and how many RECORD lines there were.
+    fn run(&self, args: &[&str], keep: impl Fn(&str) -> bool) -> (Vec<String>, usize) {
+        let mut child = Command::new(&self.bin)
+            .args(args)
+            .args(["--config", &self.path("config.json")])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (mut kept, mut records) = (Vec::new(), 0);
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line.starts_with(r#"{"type":"RECORD""#) {
+                records += 1;
+            } else if keep(&line) || line.starts_with(r#"{"type":"CATALOG""#) {
+                kept.push(line);
+            }
+        }
+        assert!(
+            child.wait().unwrap().success(),
+            "hyperflight-airbyte {args:?} failed"
+        );
+        (kept, records)
+    }
+
+    /// The second sync: the changes since the first, as records; their count and the wall time.
+    fn changes(&self) -> (usize, Duration) {
+        let started = Instant::now();
+        let catalog = self.path("catalog.json");
+        let state = self.path("state.json");
+        let (_, records) = self.run(&["read", "--catalog", &catalog, "--state", &state], |_| {
+            false
+        });
+        (records, started.elapsed())
+    }
+}
+
+impl Drop for AirbyteCdc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn airbyte_bin() -> Option<PathBuf> {
+    std::env::var_os("HYPERFLIGHT_AIRBYTE_BIN")
+        .map(PathBuf::from)
+        .filter(|p| Path::new(p).exists())
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -45,10 +147,11 @@ async fn main() {
     .await
     .unwrap();
     let pid = std::process::id();
-    let (tail_slot, stream_slot, backlog_slot) = (
+    let (tail_slot, stream_slot, backlog_slot, airbyte_slot) = (
         format!("hf_bench_tail_{pid}"),
         format!("hf_bench_cs_{pid}"),
         format!("hf_bench_backlog_{pid}"),
+        format!("hf_bench_airbyte_{pid}"),
     );
     cdc::setup(
         &db,
@@ -61,7 +164,7 @@ async fn main() {
     )
     .await
     .unwrap();
-    for slot in [&stream_slot, &backlog_slot] {
+    for slot in [&stream_slot, &backlog_slot, &airbyte_slot] {
         db.execute(
             "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
             &[slot],
@@ -69,6 +172,9 @@ async fn main() {
         .await
         .unwrap();
     }
+
+    // The Airbyte source's first sync (it makes its slot afresh, exporting the snapshot it copies).
+    let airbyte = airbyte_bin().map(|bin| AirbyteCdc::start(bin, &url, &airbyte_slot));
 
     let mut settings = config(&url);
     settings.batch_rows = 65_536;
@@ -189,6 +295,7 @@ async fn main() {
         stream.stop().await.unwrap();
         (rows, elapsed)
     };
+    let airbyte_changes = airbyte.as_ref().map(AirbyteCdc::changes);
     println!(
         "writer:        {total} rows in {:.1} s = {:.0} rows/s (target {rate})",
         write_time.as_secs_f64(),
@@ -210,6 +317,14 @@ async fn main() {
         backlog.1.as_secs_f64(),
         backlog.0 as f64 / backlog.1.as_secs_f64()
     );
+    match airbyte_changes {
+        Some((records, took)) => println!(
+            "Airbyte CDC:   {records} records in {:.1} s = {:.0} records/s (a sync reading the writer's changes, process start to exit)",
+            took.as_secs_f64(),
+            records as f64 / took.as_secs_f64()
+        ),
+        None => println!("Airbyte CDC:   not measured (HYPERFLIGHT_AIRBYTE_BIN unset)"),
+    }
     println!(
         "insert-to-tail-client latency: p50 {:.1} ms, p99 {:.1} ms (tail_max_latency_ms 50)",
         percentile(&latencies, 0.50),
@@ -220,14 +335,14 @@ async fn main() {
     wait_until(Duration::from_secs(30), "slots released", || async {
         db.query_one(
             "SELECT NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = ANY ($1) AND active)",
-            &[&vec![tail_slot.clone(), stream_slot.clone(), backlog_slot.clone()]],
+            &[&vec![tail_slot.clone(), stream_slot.clone(), backlog_slot.clone(), airbyte_slot.clone()]],
         )
         .await
         .unwrap()
         .get(0)
     })
     .await;
-    for slot in [&tail_slot, &stream_slot, &backlog_slot] {
+    for slot in [&tail_slot, &stream_slot, &backlog_slot, &airbyte_slot] {
         cdc::teardown(&db, "hyperflight", slot).await.unwrap();
     }
     drop_database(&url).await;
