@@ -124,6 +124,12 @@ impl Run {
             .filter(|m| m["trace"]["type"] == "ERROR")
             .collect()
     }
+
+    /// Asserts the run exited 0, showing its stderr and error messages otherwise.
+    #[track_caller]
+    fn assert_ok(&self) {
+        assert_eq!(self.code, Some(0), "{}\n{:?}", self.stderr, self.errors());
+    }
 }
 
 /// Parses stdout: every line must be one JSON message with a known type.
@@ -392,7 +398,7 @@ async fn full_refresh_equals_sql() {
     })
     .await
     .unwrap();
-    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    r.assert_ok();
 
     let got = sorted_canonical(r.lines.iter());
     let want = metrics_rows_sql(&db, &metrics_canonical_sql("public.metrics")).await;
@@ -490,13 +496,7 @@ async fn rerun_with_last_state(
     })
     .await
     .unwrap();
-    assert_eq!(
-        second.code,
-        Some(0),
-        "{}\n{:?}",
-        second.stderr,
-        second.errors()
-    );
+    second.assert_ok();
     (before, state, second)
 }
 
@@ -792,7 +792,7 @@ async fn flight_url_needs_no_database_credentials() {
     assert_same_rows(&got, &want);
 
     let r = read(&incremental).await;
-    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    r.assert_ok();
     assert_eq!(r.records().len() as i64, FIXTURE_ROWS);
     let max: String = db
         .query_one(
@@ -856,7 +856,7 @@ async fn incremental_reads_emit_only_rows_after_the_cursor() {
         }
         let a: Vec<&str> = args.iter().map(String::as_str).collect();
         let r = run(&a);
-        assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+        r.assert_ok();
         r
     };
 
@@ -1193,7 +1193,7 @@ async fn flight_token_is_sent_to_a_server_with_auth_token() {
         path_str(&catalog).into(),
     ])
     .await;
-    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    r.assert_ok();
     assert_eq!(r.records().len() as i64, FIXTURE_ROWS);
     assert!(r.lines.iter().all(|l| !l.contains(TOKEN)));
     let estimates: Vec<&Value> = r
@@ -1417,7 +1417,7 @@ async fn continuous_aggregates_are_streams() {
     })
     .await
     .unwrap();
-    assert_eq!(r.code, Some(0), "{}\n{:?}", r.stderr, r.errors());
+    r.assert_ok();
     let mut got: Vec<String> = r
         .records()
         .iter()
@@ -1574,13 +1574,7 @@ async fn cdc_copies_under_the_slot_snapshot_then_emits_each_change_once() {
     let first = run_blocking(read_args(&config_path, &catalog, None)).await;
     writing.store(false, Ordering::Relaxed);
     let written = writer.await.unwrap();
-    assert_eq!(
-        first.code,
-        Some(0),
-        "{}\n{:?}",
-        first.stderr,
-        first.errors()
-    );
+    first.assert_ok();
     let states = first.states();
     assert_eq!(states.len(), 1, "one STATE, after the copy");
     let statuses: Vec<(usize, &Value)> = first
@@ -1645,13 +1639,7 @@ async fn cdc_copies_under_the_slot_snapshot_then_emits_each_change_once() {
     }
     let state_path = dir.write("state.json", &state_file(states[0]));
     let second = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
-    assert_eq!(
-        second.code,
-        Some(0),
-        "{}\n{:?}",
-        second.stderr,
-        second.errors()
-    );
+    second.assert_ok();
     let last_state = second.states().last().cloned().cloned().unwrap();
     let streamed_to = state_lsn(&last_state);
     let (concurrent_streamed, changed): (Vec<&Value>, Vec<&Value>) =
@@ -1714,13 +1702,7 @@ async fn cdc_copies_under_the_slot_snapshot_then_emits_each_change_once() {
     // Nothing new: nothing emitted, the same position.
     let state_path = dir.write("state.json", &state_file(&last_state));
     let third = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
-    assert_eq!(
-        third.code,
-        Some(0),
-        "{}\n{:?}",
-        third.stderr,
-        third.errors()
-    );
+    third.assert_ok();
     assert_eq!(third.records().len(), 0);
     assert!(state_lsn(third.states().last().unwrap()) >= streamed_to);
     slot_released(&db, &slot).await;
@@ -1742,13 +1724,7 @@ async fn cdc_killed_mid_stream_loses_nothing_on_rerun() {
         &configured(&streams, &[("public", "m", "incremental")]),
     );
     let first = run_blocking(read_args(&config_path, &catalog, None)).await;
-    assert_eq!(
-        first.code,
-        Some(0),
-        "{}\n{:?}",
-        first.stderr,
-        first.errors()
-    );
+    first.assert_ok();
     let state_path = dir.write("state.json", &state_file(first.states()[0]));
     // 40 transactions of 250 rows: a STATE every ~4 of them.
     for t in 0..40 {
@@ -1799,13 +1775,7 @@ async fn cdc_killed_mid_stream_loses_nothing_on_rerun() {
 
     let state_path = dir.write("state.json", &state_file(&state));
     let rerun = run_blocking(read_args(&config_path, &catalog, Some(&state_path))).await;
-    assert_eq!(
-        rerun.code,
-        Some(0),
-        "{}\n{:?}",
-        rerun.stderr,
-        rerun.errors()
-    );
+    rerun.assert_ok();
     let rerun_ids = ids(&rerun.lines);
     assert!(
         rerun_ids.iter().all(|&(_, lsn)| lsn > kill_lsn),
