@@ -9,7 +9,7 @@
 //! Arguments: `[rows_per_second] [seconds]` (default 25000 for 20 s).
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -49,14 +49,16 @@ impl AirbyteCdc {
         };
         let dir = std::env::temp_dir().join(format!("hf-cdc-bench-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let config = serde_json::json!({
+        let cdc = AirbyteCdc { bin, dir };
+        cdc.write(
+            "config.json",
+            serde_json::json!({
             "host": host, "port": pg.get_ports()[0], "database": pg.get_dbname().unwrap(),
             "username": pg.get_user().unwrap(), "password": "unused-under-trust",
             "replication_method": {"method": "CDC", "replication_slot": slot,
-                                   "publication": "hyperflight"}});
-        std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
-        let cdc = AirbyteCdc { bin, dir };
-        let (lines, _) = cdc.run(&["discover"], |_| false);
+                                   "publication": "hyperflight"}}),
+        );
+        let (lines, _) = cdc.run(&["discover"], Some(r#"{"type":"CATALOG""#));
         let catalog: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         let stream = catalog["catalog"]["streams"]
             .as_array()
@@ -65,38 +67,42 @@ impl AirbyteCdc {
             .find(|s| s["name"] == "events")
             .expect("public.events discovered")
             .clone();
-        let configured = serde_json::json!({"streams": [{
+        cdc.write(
+            "catalog.json",
+            serde_json::json!({"streams": [{
             "stream": stream, "sync_mode": "incremental", "destination_sync_mode": "append",
-            "cursor_field": ["_ab_cdc_lsn"]}]});
-        std::fs::write(cdc.dir.join("catalog.json"), configured.to_string()).unwrap();
-        let (states, _) = cdc.run(&["read", "--catalog", &cdc.path("catalog.json")], |l| {
-            l.starts_with(r#"{"type":"STATE""#)
-        });
+            "cursor_field": ["_ab_cdc_lsn"]}]}),
+        );
+        let catalog = cdc.path("catalog.json");
+        let (states, _) = cdc.run(&["read", "--catalog", &catalog], Some(r#"{"type":"STATE""#));
         let state: serde_json::Value = serde_json::from_str(states.last().unwrap()).unwrap();
-        let state = serde_json::json!([state["state"]]);
-        std::fs::write(cdc.dir.join("state.json"), state.to_string()).unwrap();
+        cdc.write("state.json", serde_json::json!([state["state"]]));
         cdc
+    }
+
+    fn write(&self, file: &str, value: serde_json::Value) {
+        std::fs::write(self.dir.join(file), value.to_string()).unwrap();
     }
 
     fn path(&self, file: &str) -> String {
         self.dir.join(file).to_str().unwrap().to_string()
     }
 
-    /// Runs `hyperflight-airbyte <args> --config config.json`; returns the lines `keep` wants (or
-    /// the CATALOG line) and how many RECORD lines there were.
-    fn run(&self, args: &[&str], keep: impl Fn(&str) -> bool) -> (Vec<String>, usize) {
+    /// Runs `hyperflight-airbyte <args> --config config.json`; returns the lines starting with
+    /// `keep` and how many RECORD lines there were.
+    fn run(&self, args: &[&str], keep: Option<&str>) -> (Vec<String>, usize) {
         let mut child = Command::new(&self.bin)
             .args(args)
             .args(["--config", &self.path("config.json")])
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap();
+            .unwrap_or_else(|e| panic!("{}: {e}", self.bin.display()));
         let (mut kept, mut records) = (Vec::new(), 0);
         for line in BufReader::new(child.stdout.take().unwrap()).lines() {
             let line = line.unwrap();
             if line.starts_with(r#"{"type":"RECORD""#) {
                 records += 1;
-            } else if keep(&line) || line.starts_with(r#"{"type":"CATALOG""#) {
+            } else if keep.is_some_and(|k| line.starts_with(k)) {
                 kept.push(line);
             }
         }
@@ -112,9 +118,7 @@ impl AirbyteCdc {
         let started = Instant::now();
         let catalog = self.path("catalog.json");
         let state = self.path("state.json");
-        let (_, records) = self.run(&["read", "--catalog", &catalog, "--state", &state], |_| {
-            false
-        });
+        let (_, records) = self.run(&["read", "--catalog", &catalog, "--state", &state], None);
         (records, started.elapsed())
     }
 }
@@ -126,9 +130,7 @@ impl Drop for AirbyteCdc {
 }
 
 fn airbyte_bin() -> Option<PathBuf> {
-    std::env::var_os("HYPERFLIGHT_AIRBYTE_BIN")
-        .map(PathBuf::from)
-        .filter(|p| Path::new(p).exists())
+    std::env::var_os("HYPERFLIGHT_AIRBYTE_BIN").map(PathBuf::from)
 }
 
 #[tokio::main]
