@@ -4,7 +4,10 @@ use protocol::{Command, EndpointMetadata};
 use serde_json::Value;
 
 fn fixture(name: &str) -> Value {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+    // Cargo's run-time CARGO_MANIFEST_DIR: a test binary reused from a clone at another path still
+    // carries that path at compile time.
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo");
+    let path = std::path::Path::new(&manifest)
         .join("fixtures")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()

@@ -45,9 +45,13 @@ fn script(name: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-/// The repository's root (this crate sits in `crates/testkit`).
+/// The repository's root: two levels above the manifest directory of the crate under test (each
+/// crate sits in `crates/<name>`). Taken from cargo at run time, not compile time: cargo reuses a
+/// test binary built in a clone at another path, whose baked-in path may be gone.
 pub fn repo() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    std::env::var_os("CARGO_MANIFEST_DIR")
+        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+        .join("../..")
 }
 
 /// URL of the cluster's `postgres` database, starting the cluster if needed.
