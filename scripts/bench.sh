@@ -11,7 +11,8 @@
 #  4. with --latency (on a freshly started server, then parts 1 and 3, not 2: every row of issue 14's
 #     table in one run): a 1-hour window of public.metrics against ADBC, the first batch of a one-row
 #     chunk, GetFlightInfo and a parallel read of public.tiny_chunks (10,000 one-hour chunks of one
-#     row each), the server's RSS under 64 clients (clients/python/bench/bench_latency.py).
+#     row each), the server's RSS under 64 clients (clients/python/bench/bench_latency.py); the
+#     cached GetFlightInfo again from a Rust client (crates/server/examples/gfi_bench.rs).
 # Every read is checked against SELECT count(*). The tables are loaded once and kept.
 # Usage: scripts/bench.sh [--rows N (default 5000000)] [--repeat R (default 3)]
 #                         [--compressed-only | --no-compressed | --latency] [--binary PATH]
@@ -110,6 +111,11 @@ if [ -z "$BIN" ]; then
   BIN=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
 fi
 [ -x "$BIN" ] || { log "no executable at $BIN"; exit 1; }
+if [ "$LATENCY" -eq 1 ]; then
+  # Built now, not between the measurements.
+  log "cargo build --release --example gfi_bench"
+  (cd "$REPO" && cargo build --release --quiet --locked -p hyperflight-server --example gfi_bench)
+fi
 
 PORT=$("$PY" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 FLIGHT=grpc://127.0.0.1:$PORT
@@ -135,6 +141,9 @@ log "server $BIN on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
 if [ "$LATENCY" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" --server-pid "$SERVER_PID" \
     --repeat "$((REPEAT * 10))"
+  # The same cached GetFlightInfo from a Rust (arrow-flight) client.
+  (cd "$REPO" && cargo run --quiet --release --locked -p hyperflight-server --example gfi_bench -- \
+    "$FLIGHT" public.tiny_chunks "$((REPEAT * 10))")
 fi
 if [ "$PLAIN" -eq 1 ]; then
   "$PY" "$REPO/clients/python/bench/bench_read.py" --flight-url "$FLIGHT" --database-url "$BASE/$DB" \

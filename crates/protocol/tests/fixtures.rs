@@ -7,9 +7,7 @@ fn fixture(name: &str) -> Value {
     // Cargo's run-time CARGO_MANIFEST_DIR: a test binary reused from a clone at another path still
     // carries that path at compile time.
     let manifest = std::env::var("CARGO_MANIFEST_DIR").expect("run by cargo");
-    let path = std::path::Path::new(&manifest)
-        .join("fixtures")
-        .join(name);
+    let path = std::path::Path::new(&manifest).join("fixtures").join(name);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 

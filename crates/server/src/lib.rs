@@ -48,6 +48,7 @@ pub mod config;
 pub mod db;
 mod error;
 mod fleet;
+mod info_route;
 mod metrics;
 mod plan;
 mod scan;

@@ -7,7 +7,6 @@ use std::future::Future;
 use futures::Stream;
 use std::sync::Arc;
 
-use arrow_flight::flight_service_server::FlightServiceServer;
 use tokio::net::TcpListener;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Status};
@@ -93,7 +92,8 @@ impl LocalReader {
         Ok(self
             .0
             .plan_info(request, descriptor, Some(snapshot))
-            .await?)
+            .await?
+            .into_info())
     }
 }
 
@@ -183,9 +183,11 @@ pub async fn run_with(
         builder = builder.tls_config(ServerTlsConfig::new().identity(identity))?;
     }
     let token = config.auth_token.clone();
-    let flight = FlightServiceServer::from_arc(service.clone())
-        .max_encoding_message_size(MAX_ENCODED_MESSAGE)
-        .max_decoding_message_size(MAX_DECODED_MESSAGE);
+    let flight = crate::info_route::FlightRoutes::new(
+        service.clone(),
+        MAX_DECODED_MESSAGE,
+        MAX_ENCODED_MESSAGE,
+    );
     let throttle = Arc::new(AuthThrottle::default());
     let flight =
         tonic::service::interceptor::InterceptedService::new(flight, move |req: Request<()>| {

@@ -13,6 +13,7 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
+use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -24,6 +25,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{Catalog, TableKind};
 use crate::error::{DbError, Error};
 use crate::fleet::Fleet;
+use crate::info_route::Encoded;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, Planner, TableRequest};
 use crate::scan::{Position, Scanner};
@@ -60,11 +62,39 @@ pub const PLAN_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
 /// bound (64 such plans) would hold hundreds of MB outside `max_memory_mb`.
 const PLANS_KEPT_BYTES: u64 = 16 << 20;
 
-/// A FlightInfo, the discovery it was planned against and when its tickets expire.
+/// A FlightInfo's encoding, the discovery it was planned against and when its tickets expire.
 struct CachedPlan {
     catalog: Arc<crate::catalog::Snapshot>,
-    info: FlightInfo,
+    encoded: Bytes,
     expires_at_ms: i64,
+}
+
+/// A GetFlightInfo answer: a FlightInfo just made, or the encoding of one (a plan kept for reuse),
+/// which the server sends as it is.
+pub(crate) enum Info {
+    Made(FlightInfo),
+    Encoded(Bytes),
+}
+
+impl Info {
+    pub(crate) fn into_info(self) -> FlightInfo {
+        match self {
+            Info::Made(info) => info,
+            Info::Encoded(bytes) => decode_info(bytes),
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        match self {
+            Info::Made(info) => info.encode_to_vec().into(),
+            Info::Encoded(bytes) => bytes,
+        }
+    }
+}
+
+fn decode_info(bytes: Bytes) -> FlightInfo {
+    // Bytes this process encoded from a FlightInfo (byte fields decode as slices of them).
+    FlightInfo::decode(bytes).expect("a FlightInfo this server encoded decodes")
 }
 
 impl Service {
@@ -97,7 +127,7 @@ impl Service {
             fleet,
             plans: moka::future::Cache::builder()
                 .weigher(|_, plan: &Arc<CachedPlan>| {
-                    u32::try_from(plan.info.encoded_len()).unwrap_or(u32::MAX)
+                    u32::try_from(plan.encoded.len()).unwrap_or(u32::MAX)
                 })
                 .max_capacity(PLANS_KEPT_BYTES)
                 .time_to_live(PLAN_REUSE)
@@ -131,10 +161,24 @@ impl Service {
         &self.planner
     }
 
-    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<FlightInfo, Error> {
+    /// GetFlightInfo as sent: see `info_route`.
+    pub(crate) async fn encoded_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Encoded, Status> {
+        if crate::sql::is_command(request.get_ref()) {
+            let info = FlightService::get_flight_info(&self.sql, request).await?;
+            return Ok(Encoded(info.into_inner().encode_to_vec().into()));
+        }
+        Ok(Encoded(
+            self.flight_info(request.into_inner()).await?.into_bytes(),
+        ))
+    }
+
+    async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<Info, Error> {
         self.open()?;
         if let Some(from) = crate::cdc::tail_request(&descriptor) {
-            return self.tail_info(descriptor, from).await;
+            return self.tail_info(descriptor, from).await.map(Info::Made);
         }
         let request = TableRequest::from_descriptor(&descriptor)?;
         self.table_info(request, descriptor).await
@@ -145,7 +189,7 @@ impl Service {
         &self,
         request: TableRequest,
         descriptor: FlightDescriptor,
-    ) -> Result<FlightInfo, Error> {
+    ) -> Result<Info, Error> {
         self.plan_info(request, descriptor, None).await
     }
 
@@ -156,7 +200,7 @@ impl Service {
         request: TableRequest,
         descriptor: FlightDescriptor,
         base: Option<&str>,
-    ) -> Result<FlightInfo, Error> {
+    ) -> Result<Info, Error> {
         let expires_at_ms = self.planner.expiry(now_ms());
         // Taken before discovery and the snapshot: a standby that has replayed this far has every
         // row and chunk the plan can see.
@@ -193,7 +237,7 @@ impl Service {
                 let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
                 if Arc::ptr_eq(&hit.catalog, &catalog) && hit.expires_at_ms - now_ms() >= ttl_ms / 2
                 {
-                    return Ok(hit.info.clone());
+                    return Ok(Info::Encoded(hit.encoded.clone()));
                 }
             }
             // A real-time continuous aggregate's plan depends on its watermark: never reused.
@@ -204,16 +248,18 @@ impl Service {
             let info = self.info(plan, descriptor, expires_at_ms)?;
             // In a fleet a plan carries the WAL position it was made at: never reused either.
             if watermark.is_none() && wal_lsn == 0 {
+                let encoded = Bytes::from(info.encode_to_vec());
                 let cached = CachedPlan {
                     catalog,
-                    info: info.clone(),
+                    encoded: encoded.clone(),
                     expires_at_ms,
                 };
                 self.plans.insert(key, Arc::new(cached)).await;
+                return Ok(Info::Encoded(encoded));
             }
-            return Ok(info);
+            return Ok(Info::Made(info));
         };
-        self.info(plan, descriptor, expires_at_ms)
+        self.info(plan, descriptor, expires_at_ms).map(Info::Made)
     }
 
     /// The FlightInfo of a plan whose tickets expire at `expires_at_ms`.
@@ -549,10 +595,9 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        if crate::sql::is_command(request.get_ref()) {
-            return FlightService::get_flight_info(&self.sql, request).await;
-        }
-        Ok(Response::new(self.flight_info(request.into_inner()).await?))
+        // The server answers from the encoding (`info_route`); this decodes it for other callers.
+        let Encoded(bytes) = self.encoded_info(request).await?;
+        Ok(Response::new(decode_info(bytes)))
     }
 
     async fn poll_flight_info(

@@ -345,6 +345,8 @@ async fn an_identical_request_reuses_its_plan_until_discovery_changes() {
         .await
         .unwrap();
     assert_eq!(tickets(&again), tickets(&first), "the same plan, reused");
+    // Sent as the bytes it was encoded to when planned: the very same FlightInfo.
+    assert_eq!(again, first);
     assert_eq!(again.endpoint.len() as i64, FIXTURE_DAYS);
 
     // Another request (a projection) is planned anew; so is any request after re-discovery.

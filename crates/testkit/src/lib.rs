@@ -50,7 +50,10 @@ fn script(name: &str, args: &[&str]) -> String {
 /// test binary built in a clone at another path, whose baked-in path may be gone.
 pub fn repo() -> std::path::PathBuf {
     std::env::var_os("CARGO_MANIFEST_DIR")
-        .map_or_else(|| env!("CARGO_MANIFEST_DIR").into(), std::path::PathBuf::from)
+        .map_or_else(
+            || env!("CARGO_MANIFEST_DIR").into(),
+            std::path::PathBuf::from,
+        )
         .join("../..")
 }
 

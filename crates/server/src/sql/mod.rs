@@ -102,7 +102,7 @@ impl FlightSql {
         let snapshot = service.catalog().snapshot().await?;
         if let Some(scan) = statement::scan(&query, &snapshot) {
             if let Some(request) = self.scan_request(scan).await? {
-                return service.table_info(request, descriptor).await;
+                return Ok(service.table_info(request, descriptor).await?.into_info());
             }
         }
         let sql = query.to_string();
