@@ -6,8 +6,8 @@
 
 use std::time::Instant;
 
-use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::FlightDescriptor;
+use protocol::client::{ClientConfig, Connection};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -16,21 +16,21 @@ async fn main() {
         panic!("usage: gfi_bench URL TABLE REPEAT");
     };
     let repeat: usize = repeat.parse().expect("REPEAT is a count");
-    let url = url.replacen("grpc://", "http://", 1);
-    let channel = tonic::transport::Endpoint::from_shared(url)
-        .expect("a Flight URL")
-        .connect()
+    let config = ClientConfig {
+        url: url.clone(),
+        ..ClientConfig::default()
+    };
+    let mut client = Connection::open(&config)
         .await
-        .expect("server reachable");
-    let mut client = FlightServiceClient::new(channel).max_decoding_message_size(usize::MAX);
+        .expect("server reachable")
+        .client();
     let descriptor = FlightDescriptor::new_cmd(serde_json::json!({ "table": table }).to_string());
     let mut call = async || {
         let start = Instant::now();
         let info = client
             .get_flight_info(descriptor.clone())
             .await
-            .expect("GetFlightInfo")
-            .into_inner();
+            .expect("GetFlightInfo");
         (start.elapsed().as_secs_f64() * 1000.0, info.endpoint.len())
     };
     let (_, endpoints) = call().await;
