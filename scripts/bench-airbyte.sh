@@ -25,10 +25,7 @@ PORT=${URL##*:}; PORT=${PORT%%/*}
 "$REPO/scripts/load-sample-data.sh" --database "$DB" --rows "$ROWS" --days 14 --if-missing >&2
 log "cargo build --release"
 (cd "$REPO" && cargo build --release --quiet --bin hyperflight-airbyte)
-# CARGO_TARGET_DIR may put the binary outside the repo.
-TARGET=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps \
-  | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-BIN=$TARGET/release/hyperflight-airbyte
+BIN=$("$REPO/scripts/target-dir.sh")/release/hyperflight-airbyte
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

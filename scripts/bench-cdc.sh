@@ -7,7 +7,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cargo build --quiet --release --locked -p hyperflight-airbyte
-# CARGO_TARGET_DIR may put the binary outside the repo.
-target=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-export HYPERFLIGHT_AIRBYTE_BIN=$target/release/hyperflight-airbyte
+HYPERFLIGHT_AIRBYTE_BIN=$(scripts/target-dir.sh)/release/hyperflight-airbyte
+export HYPERFLIGHT_AIRBYTE_BIN
 exec cargo run --quiet --release --locked -p hyperflight-server --example cdc_bench -- "$@"

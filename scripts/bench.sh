@@ -108,7 +108,7 @@ if [ -z "$BIN" ]; then
   log "cargo build --release"
   (cd "$REPO" && cargo build --release --quiet --bin hyperflight)
   # CARGO_TARGET_DIR may put the binary outside the repo.
-  BIN=$(cd "$REPO" && cargo metadata --format-version 1 --no-deps | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
+  BIN=$("$REPO/scripts/target-dir.sh")/release/hyperflight
 fi
 [ -x "$BIN" ] || { log "no executable at $BIN"; exit 1; }
 if [ "$LATENCY" -eq 1 ]; then

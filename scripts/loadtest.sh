@@ -85,9 +85,7 @@ bash scripts/load-sample-data.sh --database "$DB" --rows "$ROWS" --days "$DAYS" 
 
 log "building release binaries"
 cargo build --release --workspace --bins >&2
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps \
-  | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
-BIN=$TARGET_DIR/release
+BIN=$(scripts/target-dir.sh)/release
 
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 # Fixed for the run, so resume tickets stay valid when --fault restart-server restarts the server.

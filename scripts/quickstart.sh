@@ -25,7 +25,7 @@ log "Python client"
 VENV=$(bash scripts/python-env.sh)
 log "building the server (release)"
 cargo build --release --bin hyperflight
-BIN=$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')/release/hyperflight
+BIN=$(scripts/target-dir.sh)/release/hyperflight
 
 PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 URL="grpc://127.0.0.1:$PORT"

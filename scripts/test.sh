@@ -32,7 +32,7 @@ PYAIRBYTE_VENV=$(bash scripts/pyairbyte-env.sh)
 
 log "building"
 cargo build --workspace --bins
-TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | "$VENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+TARGET_DIR=$(scripts/target-dir.sh)
 export HYPERFLIGHT_BIN="$TARGET_DIR/debug/hyperflight"
 export HYPERFLIGHT_PYAIRBYTE_PYTHON="$PYAIRBYTE_VENV/bin/python"
 
