@@ -11,8 +11,8 @@
 #  4. with --latency (on a freshly started server, then parts 1 and 3, not 2: every row of issue 14's
 #     table in one run): a 1-hour window of public.metrics against ADBC, the first batch of a one-row
 #     chunk, GetFlightInfo and a parallel read of public.tiny_chunks (10,000 one-hour chunks of one
-#     row each), the server's RSS under 64 clients (clients/python/bench/bench_latency.py); the
-#     cached GetFlightInfo again from a Rust client (crates/server/examples/gfi_bench.rs).
+#     row each) (clients/python/bench/bench_latency.py); the cached GetFlightInfo again from a Rust
+#     client (crates/server/examples/gfi_bench.rs); last, the server's RSS under 64 clients.
 # Every read is checked against SELECT count(*). The tables are loaded once and kept.
 # Usage: scripts/bench.sh [--rows N (default 5000000)] [--repeat R (default 3)]
 #                         [--compressed-only | --no-compressed | --latency] [--binary PATH]
@@ -139,7 +139,7 @@ done
 log "server $BIN on $FLIGHT (log: $SERVER_LOG); $(nproc) cores"
 
 if [ "$LATENCY" -eq 1 ]; then
-  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" --server-pid "$SERVER_PID" \
+  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" \
     --repeat "$((REPEAT * 10))"
   # The same cached GetFlightInfo from a Rust (arrow-flight) client.
   (cd "$REPO" && cargo run --quiet --release --locked -p hyperflight-server --example gfi_bench -- \
@@ -161,4 +161,9 @@ if [ "$COMPRESSED" -eq 1 ]; then
   # The server reads a compressed chunk batch by batch unless it cannot (then it logs this).
   one_pass=$(grep -c 'compressed chunk read in one pass' "$SERVER_LOG" || true)
   echo "server log: $one_pass compressed chunk reads fell back to one pass (0 = all batch-wise)"
+fi
+if [ "$LATENCY" -eq 1 ]; then
+  # Last: 64 clients leave the machine busy for a while after they stop.
+  "$PY" "$REPO/clients/python/bench/bench_latency.py" --url "$FLIGHT" --database-url "$BASE/$DB" \
+    --rss-only --server-pid "$SERVER_PID"
 fi

@@ -9,8 +9,10 @@ medians of --repeat runs:
 - GetFlightInfo of the many-chunk table, first (cold discovery), cached (the plan reused) and a new
   request on the cached discovery;
 - every one-row endpoint of the many-chunk table read at parallelism 8;
-- with --server-pid, the server's RSS while 64 clients read the big table for --clients-seconds
-  (sampled every 50 ms from /proc), next to its reserved batch bytes (the `max_memory_mb` budget).
+- with --rss-only --server-pid, instead of all the above: the server's RSS while 64 clients read the
+  big table for --clients-seconds (sampled every 50 ms from /proc), next to its reserved batch bytes
+  (the `max_memory_mb` budget). bench.sh runs it last: the load leaves the machine busy for a while,
+  which would slow whatever is measured right after it.
 """
 
 from __future__ import annotations
@@ -44,13 +46,19 @@ def main() -> int:
     p.add_argument("--table", default="public.metrics")
     p.add_argument("--many", default="public.tiny_chunks", help="a hypertable of one-row chunks")
     p.add_argument("--repeat", type=int, default=30)
+    p.add_argument("--rss-only", action="store_true", help="only the 64-client RSS row")
     p.add_argument("--server-pid", type=int, help="the server's pid, for the 64-client RSS row")
     p.add_argument("--clients-seconds", type=float, default=15.0)
     a = p.parse_args()
-    import adbc_driver_postgresql.dbapi as adbc
-
     client = flight.FlightClient(a.url)
     descriptor = lambda cmd: flight.FlightDescriptor.for_command(json.dumps(cmd).encode())
+    if a.rss_only:
+        if not a.server_pid:
+            p.error("--rss-only needs --server-pid")
+        print(many_clients_rss(a.url, client.get_flight_info(descriptor({"table": a.table})),
+                               a.server_pid, a.clients_seconds))
+        return 0
+    import adbc_driver_postgresql.dbapi as adbc
 
     # GetFlightInfo of the many-chunk table: the first call on this server discovers its chunks.
     many = descriptor({"table": a.many})
@@ -119,9 +127,6 @@ def main() -> int:
     cur.execute(f"SELECT count(*) FROM {a.many}")
     assert many_rows == cur.fetchone()[0], many_rows
 
-    rss_row = many_clients_rss(a.url, client.get_flight_info(descriptor({"table": a.table})),
-                               a.server_pid, a.clients_seconds) if a.server_pid else None
-
     f, d = median_ms(times["flight"]), median_ms(times["adbc"])
     print(f"latency: medians of {a.repeat}, alternating, both sides warm")
     print(f"| measure | hyperflight | ADBC / target |")
@@ -132,8 +137,6 @@ def main() -> int:
     print(f"| GetFlightInfo, {len(endpoints)} chunks: cached / first | {cached_info:.2f} / {first_info * 1000:.1f} ms | target <= 10 / <= 150 ms |")
     print(f"| of which pyarrow parsing the {len(encoded) / 1e6:.2f} MB FlightInfo (FlightInfo.deserialize alone) | {parse:.2f} ms | |")
     print(f"| GetFlightInfo, {len(endpoints)} chunks, a new request on cached discovery (no plan reuse) | {new_plan:.2f} ms | |")
-    if rss_row:
-        print(rss_row)
     return 0
 
 
