@@ -13,7 +13,6 @@ use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightEndpoint, FlightInfo,
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaAsIpc, SchemaResult, Ticket,
 };
-use bytes::Bytes;
 use futures::stream::{self, BoxStream};
 use futures::{Stream, StreamExt};
 use prost::Message;
@@ -25,7 +24,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::catalog::{Catalog, TableKind};
 use crate::error::{DbError, Error};
 use crate::fleet::Fleet;
-use crate::info_route::Encoded;
+use crate::info_route::Framed;
 use crate::metrics::Metrics;
 use crate::plan::{Plan, Planner, TableRequest};
 use crate::scan::{Position, Scanner};
@@ -62,39 +61,39 @@ pub const PLAN_REUSE: std::time::Duration = std::time::Duration::from_secs(5);
 /// bound (64 such plans) would hold hundreds of MB outside `max_memory_mb`.
 const PLANS_KEPT_BYTES: u64 = 16 << 20;
 
-/// A FlightInfo's encoding, the discovery it was planned against and when its tickets expire.
+/// A FlightInfo's gRPC frame, the discovery it was planned against and when its tickets expire.
 struct CachedPlan {
     catalog: Arc<crate::catalog::Snapshot>,
-    encoded: Bytes,
+    framed: Framed,
     expires_at_ms: i64,
 }
 
-/// A GetFlightInfo answer: a FlightInfo just made, or the encoding of one (a plan kept for reuse),
-/// which the server sends as it is.
+/// A GetFlightInfo answer: a FlightInfo just made, or the gRPC frame of one (a plan kept for
+/// reuse), which the server sends as it is.
 pub(crate) enum Info {
     Made(FlightInfo),
-    Encoded(Bytes),
+    Framed(Framed),
 }
 
 impl Info {
     pub(crate) fn into_info(self) -> FlightInfo {
         match self {
             Info::Made(info) => info,
-            Info::Encoded(bytes) => decode_info(bytes),
+            Info::Framed(framed) => decode_info(&framed),
         }
     }
 
-    fn into_bytes(self) -> Bytes {
+    fn into_framed(self) -> Framed {
         match self {
-            Info::Made(info) => info.encode_to_vec().into(),
-            Info::Encoded(bytes) => bytes,
+            Info::Made(info) => Framed::encode(&info),
+            Info::Framed(framed) => framed,
         }
     }
 }
 
-fn decode_info(bytes: Bytes) -> FlightInfo {
-    // Bytes this process encoded from a FlightInfo (byte fields decode as slices of them).
-    FlightInfo::decode(bytes).expect("a FlightInfo this server encoded decodes")
+fn decode_info(framed: &Framed) -> FlightInfo {
+    // A frame this process encoded from a FlightInfo (byte fields decode as slices of it).
+    FlightInfo::decode(framed.message()).expect("a FlightInfo this server encoded decodes")
 }
 
 impl Service {
@@ -127,7 +126,7 @@ impl Service {
             fleet,
             plans: moka::future::Cache::builder()
                 .weigher(|_, plan: &Arc<CachedPlan>| {
-                    u32::try_from(plan.encoded.len()).unwrap_or(u32::MAX)
+                    u32::try_from(plan.framed.len()).unwrap_or(u32::MAX)
                 })
                 .max_capacity(PLANS_KEPT_BYTES)
                 .time_to_live(PLAN_REUSE)
@@ -162,17 +161,15 @@ impl Service {
     }
 
     /// GetFlightInfo as sent: see `info_route`.
-    pub(crate) async fn encoded_info(
+    pub(crate) async fn framed_info(
         &self,
         request: Request<FlightDescriptor>,
-    ) -> Result<Encoded, Status> {
+    ) -> Result<Framed, Status> {
         if crate::sql::is_command(request.get_ref()) {
             let info = FlightService::get_flight_info(&self.sql, request).await?;
-            return Ok(Encoded(info.into_inner().encode_to_vec().into()));
+            return Ok(Framed::encode(info.get_ref()));
         }
-        Ok(Encoded(
-            self.flight_info(request.into_inner()).await?.into_bytes(),
-        ))
+        Ok(self.flight_info(request.into_inner()).await?.into_framed())
     }
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<Info, Error> {
@@ -237,7 +234,7 @@ impl Service {
                 let ttl_ms = self.planner.ticket_ttl.as_millis() as i64;
                 if Arc::ptr_eq(&hit.catalog, &catalog) && hit.expires_at_ms - now_ms() >= ttl_ms / 2
                 {
-                    return Ok(Info::Encoded(hit.encoded.clone()));
+                    return Ok(Info::Framed(hit.framed.clone()));
                 }
             }
             // A real-time continuous aggregate's plan depends on its watermark: never reused.
@@ -248,14 +245,14 @@ impl Service {
             let info = self.info(plan, descriptor, expires_at_ms)?;
             // In a fleet a plan carries the WAL position it was made at: never reused either.
             if watermark.is_none() && wal_lsn == 0 {
-                let encoded = Bytes::from(info.encode_to_vec());
+                let framed = Framed::encode(&info);
                 let cached = CachedPlan {
                     catalog,
-                    encoded: encoded.clone(),
+                    framed: framed.clone(),
                     expires_at_ms,
                 };
                 self.plans.insert(key, Arc::new(cached)).await;
-                return Ok(Info::Encoded(encoded));
+                return Ok(Info::Framed(framed));
             }
             return Ok(Info::Made(info));
         };
@@ -595,9 +592,10 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        // The server answers from the encoding (`info_route`); this decodes it for other callers.
-        let Encoded(bytes) = self.encoded_info(request).await?;
-        Ok(Response::new(decode_info(bytes)))
+        // The server answers with the frame (`info_route`); this decodes it for other callers.
+        Ok(Response::new(decode_info(
+            &self.framed_info(request).await?,
+        )))
     }
 
     async fn poll_flight_info(
