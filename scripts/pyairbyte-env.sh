@@ -23,7 +23,7 @@ command -v "$PYTHON" >/dev/null || { log "$PYTHON not found"; exit 1; }
 
 # shellcheck source=scripts/venv-lib.sh
 source "$REPO/scripts/venv-lib.sh"
-venv_open "$VENV" "$PYTHON" 1800 "$REQUIREMENTS" "${BASH_SOURCE[0]}" "$REPO/scripts/venv-lib.sh"
+venv_open "$VENV" "$PYTHON" 1800 "" "$REQUIREMENTS" "${BASH_SOURCE[0]}" "$REPO/scripts/venv-lib.sh"
 
 log "installing $(grep -m1 '^airbyte==' "$REQUIREMENTS") (a few minutes on a cold machine)"
 # Every package is pinned (the whole set is listed): nothing else may come in.

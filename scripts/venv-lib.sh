@@ -1,17 +1,19 @@
 # Sourced by python-env.sh and pyairbyte-env.sh: what both venvs share.
-# `venv_open VENV PYTHON WAIT FILE...` takes the venv's lock, waiting at most WAIT seconds (concurrent
-# callers must not run pip into it at once). When the stamp says the interpreter and FILEs are
-# unchanged since the last success, it prints the venv and exits the calling script; otherwise it
-# creates the venv if missing, upgrades pip and returns, with the new stamp in WANT. The caller then
-# installs and runs `venv_close VENV`. Needs log() and `set -e`.
+# `venv_open VENV PYTHON WAIT KEY FILE...` takes the venv's lock, waiting at most WAIT seconds
+# (concurrent callers must not run pip into it at once). When the stamp says the interpreter, KEY and
+# FILEs are unchanged since the last success, it prints the venv and exits the calling script;
+# otherwise it creates the venv if missing, upgrades pip and returns, with the new stamp in WANT. The
+# caller then installs and runs `venv_close VENV`. Needs log() and `set -e`.
+# KEY: what the install depends on besides the files; an editable install's source directory, since
+# a venv outside the clone (CI's) outlives the clone it was installed from.
 
 venv_open() {
-  local venv=$1 python=$2 wait=$3
-  shift 3
+  local venv=$1 python=$2 wait=$3 key=$4
+  shift 4
   mkdir -p "$venv"
   exec 9>>"$venv/.lock"
   flock -w "$wait" 9 || { log "timed out waiting for $venv/.lock"; exit 1; }
-  WANT=$( { "$python" -c 'import sys; print(sys.version)'; cat "$@"; } | sha256sum | cut -d' ' -f1)
+  WANT=$( { "$python" -c 'import sys; print(sys.version)'; echo "$key"; cat "$@"; } | sha256sum | cut -d' ' -f1)
   if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.hyperflight-stamp" 2>/dev/null)" = "$WANT" ]; then
     echo "$venv"; exit 0
   fi

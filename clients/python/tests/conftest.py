@@ -27,6 +27,10 @@ import pytest
 import hyperflight
 
 REPO = Path(__file__).resolve().parents[3]
+# A venv shared between clones (CI keeps one outside the clone) could import another clone's client:
+# these tests would then check that code instead of the code at hand.
+if not Path(hyperflight.__file__).resolve().is_relative_to(REPO / "clients/python"):
+    raise ImportError(f"hyperflight is imported from {hyperflight.__file__}, not from {REPO}: run scripts/python-env.sh")
 TEST_DB = "hyperflight_test"
 TEST_ROWS = 200_000
 TEST_DAYS = 7
