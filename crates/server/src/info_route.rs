@@ -36,7 +36,7 @@ impl Framed {
         let len = message.encoded_len();
         let mut buf = BytesMut::with_capacity(PREFIX + len);
         buf.put_u8(0);
-        // Over u32::MAX it could not be sent anyway: `respond` refuses anything over the limit.
+        // Over u32::MAX it could not be sent anyway: `within` refuses anything over the limit.
         buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
         message.encode_raw(&mut buf);
         Framed(buf.freeze())

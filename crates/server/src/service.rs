@@ -79,7 +79,9 @@ impl Info {
     pub(crate) fn into_info(self) -> FlightInfo {
         match self {
             Info::Made(info) => info,
-            Info::Framed(framed) => decode_info(&framed),
+            // A frame this process encoded from a FlightInfo (byte fields decode as slices of it).
+            Info::Framed(framed) => FlightInfo::decode(framed.message())
+                .expect("a FlightInfo this server encoded decodes"),
         }
     }
 
@@ -89,11 +91,6 @@ impl Info {
             Info::Framed(framed) => framed,
         }
     }
-}
-
-fn decode_info(framed: &Framed) -> FlightInfo {
-    // A frame this process encoded from a FlightInfo (byte fields decode as slices of it).
-    FlightInfo::decode(framed.message()).expect("a FlightInfo this server encoded decodes")
 }
 
 impl Service {
@@ -165,11 +162,16 @@ impl Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Framed, Status> {
+        Ok(self.any_info(request).await?.into_framed())
+    }
+
+    /// GetFlightInfo of a Flight SQL command or of any other descriptor.
+    async fn any_info(&self, request: Request<FlightDescriptor>) -> Result<Info, Status> {
         if crate::sql::is_command(request.get_ref()) {
             let info = FlightService::get_flight_info(&self.sql, request).await?;
-            return Ok(Framed::encode(info.get_ref()));
+            return Ok(Info::Made(info.into_inner()));
         }
-        Ok(self.flight_info(request.into_inner()).await?.into_framed())
+        Ok(self.flight_info(request.into_inner()).await?)
     }
 
     async fn flight_info(&self, descriptor: FlightDescriptor) -> Result<Info, Error> {
@@ -592,10 +594,9 @@ impl FlightService for Service {
         &self,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        // The server answers with the frame (`info_route`); this decodes it for other callers.
-        Ok(Response::new(decode_info(
-            &self.framed_info(request).await?,
-        )))
+        // The server answers with the frame (`info_route`); in-process callers get the FlightInfo
+        // (decoded only when it was a kept frame).
+        Ok(Response::new(self.any_info(request).await?.into_info()))
     }
 
     async fn poll_flight_info(
